@@ -1,0 +1,69 @@
+"""Targets: what to probe, and where the list of them comes from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from probe.milvus.auth import Credentials
+from probe.result import RpcMethod
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """TLS settings of one target, named as pymilvus names them."""
+
+    server_pem_path: str | None = None
+    """Server certificate (self-signed) or CA used to verify the server; one-way TLS."""
+    server_name: str | None = None
+    """Name to verify in the server certificate, when it differs from the host."""
+    client_pem_path: str | None = None
+    client_key_path: str | None = None
+    ca_pem_path: str | None = None
+    """CA that signed the server certificate; used with the client pair for mutual TLS."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One Milvus endpoint and how to reach it. Equality compares settings only."""
+
+    alias: str
+    host: str
+    port: int
+    interval: float
+    timeout: float
+    rpc: RpcMethod
+    connect_interval: float
+    secure: bool = False
+    db_name: str = ""
+    credentials: Credentials | None = None
+    tls: TLSFiles | None = None
+    labels: tuple[tuple[str, str], ...] = field(default=())
+    """Extra identifying labels (e.g. from discovery); not used by static targets."""
+
+    @property
+    def address(self) -> str:
+        """`host:port`, the `target` label; IPv6 literals in brackets."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret this target knows replaced by `***`."""
+        return self.credentials.redact(text) if self.credentials else text
+
+
+class TargetSource(Protocol):
+    """Something that knows the current set of targets and says when it changes."""
+
+    def current(self) -> list[Target]:
+        """The targets to probe now."""
+        ...
+
+    def subscribe(self, callback: Callable[[list[Target]], None]) -> None:
+        """Call `callback` with the full new list whenever it changes."""
+        ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
