@@ -549,15 +549,14 @@ def _targets(
     targets: list[Target] = []
     seen: dict[str, str] = {}
     for where, raw in file_targets:
+        alias = raw.get("alias", DEFAULT_ALIAS)
+        if isinstance(alias, str) and alias in seen:
+            issues.add(f"{where}.alias", f"duplicate alias {alias!r} (also used by {seen[alias]})")
+        elif isinstance(alias, str):
+            seen[alias] = where
         target = _target(raw, where, probe, issues)
-        if target is None:
-            continue
-        if target.alias in seen:
-            issues.add(f"{where}.alias", f"duplicate alias {target.alias!r} "
-                       f"(also used by {seen[target.alias]})")
-            continue
-        seen[target.alias] = where
-        targets.append(target)
+        if target is not None:
+            targets.append(target)
     return targets
 
 

@@ -1,0 +1,256 @@
+"""The composition root: builds every part, wires results to metrics and health, owns start/stop.
+
+Data flows one way: target source → scheduler → prober → result → metrics/health → HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    make_wsgi_app,
+)
+
+from probe import logs
+from probe.config import Config, ConfigError, describe
+from probe.health import Change, Check, Health, TargetState
+from probe.metrics import ProbeMetrics
+from probe.pages import status_page
+from probe.prober import InfoMode, Prober, SlotsBusy
+from probe.result import ProbeResult
+from probe.scheduler import Scheduler
+from probe.targets import Target
+from probe.targets.static import StaticTargetSource
+from probe.web import AliasRequired, Busy, ManagementServer, Router, UnknownAlias
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_BUDGET = 1.5
+"""Seconds shutdown may wait for cycles in flight (after closing their channels)."""
+
+
+class App:
+    """The daemon. `start()`, then `reload()` as often as asked, then `stop()`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        load_config: Callable[[], Config] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._load_config = load_config
+        self._clock = clock
+        self._started = clock()
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.prober = Prober(max_concurrent=config.probe.max_concurrent)
+        self.ledger = self.prober.ledger
+        max_timeout = max([t.timeout for t in config.targets] + [config.probe.timeout])
+        self.metrics = ProbeMetrics(self.registry, self.ledger, max_timeout)
+        self.metrics_app = make_wsgi_app(self.registry)
+        self.health = Health(config.readiness, config.probe.history, clock=clock)
+        self.source = StaticTargetSource(config.targets)
+        self.scheduler = Scheduler(
+            self._run_scheduled,
+            workers=config.probe.max_concurrent,
+            heartbeat=self.health.heartbeat,
+            on_lag=self.metrics.schedule_lag.observe,
+            on_missed=self.metrics.missed_cycle,
+            clock=clock,
+        )
+        self.router = Router(self)
+        self.server = ManagementServer(self.router, config.listen_address)
+        self._lock = threading.Lock()
+        """Guards the target table; held while recording so a removed target stays removed."""
+        self._reload_lock = threading.Lock()
+        self._targets: dict[str, Target] = {}
+        self._connected_at: dict[str, float] = {}
+        """alias → when Milvus Connect last succeeded (monotonic)."""
+        self._stopping = False
+
+    # ----------------------------------------------------------- lifecycle
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def start(self) -> None:
+        self.source.subscribe(self._apply_targets)
+        self._apply_targets(self.source.current(), first_round=True)
+        self.source.start()
+        self.server.start()
+        self.health.server_started()
+        self.health.heartbeat()
+        self.scheduler.start()
+        host, _ = self.config.listen_address
+        logger.info("milvus-probe started", extra=logs.fields(
+            listen=f"{host or '*'}:{self.port}", targets=len(self._targets),
+            policy=self.config.readiness.policy))
+        for line in describe(self.config):
+            logger.info("probing target", extra=logs.fields(target=line))
+
+    def stop(self) -> None:
+        """Stop probing, close every connection, stop serving. Bounded by SHUTDOWN_BUDGET."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        began = self._clock()
+        self.health.stopping()
+        self.scheduler.stop(timeout=0.5)
+        self.source.stop()
+        closed = self.ledger.close_all()
+        finished = self.scheduler.join_workers(SHUTDOWN_BUDGET)
+        self.server.stop()
+        logger.info("milvus-probe stopped", extra=logs.fields(
+            closed_in_flight=closed, all_cycles_finished=finished,
+            took=f"{self._clock() - began:.3f}s"))
+
+    # ----------------------------------------------------------- targets
+
+    def _apply_targets(self, targets: list[Target], first_round: bool = False) -> None:
+        with self._lock:
+            old, new = self._targets, {t.alias: t for t in targets}
+            for alias, target in old.items():
+                replacement = new.get(alias)
+                if replacement is None or _series_key(replacement) != _series_key(target):
+                    self.metrics.remove_target(alias, target.address)
+                    self.ledger.forget((alias, target.address))
+                    self.prober.factory.forget(target)
+                    self._connected_at.pop(alias, None)
+                    if not first_round:
+                        logger.info("target removed" if replacement is None else "target changed",
+                                    extra=logs.fields(alias=alias, target=target.address))
+            for alias, target in new.items():
+                previous = old.get(alias)
+                if previous is None or _series_key(previous) != _series_key(target):
+                    self.metrics.add_target(target)
+                    if previous is None and not first_round:
+                        logger.info("target added", extra=logs.fields(
+                            alias=alias, target=target.address))
+            self._targets = new
+            self.metrics.targets.set(len(new))
+            self.health.set_targets(targets, first_round=first_round)
+            self.scheduler.update(targets)
+
+    def _info_mode(self, target: Target) -> InfoMode:
+        with self._lock:
+            last = self._connected_at.get(target.alias)
+        if last is None or self._clock() - last >= target.connect_interval:
+            return InfoMode.FULL
+        return InfoMode.NONE
+
+    def _run_scheduled(self, target: Target) -> None:
+        result = self.prober.run(target, self._info_mode(target))
+        self._record(target, result)
+
+    def _record(self, target: Target, result: ProbeResult) -> None:
+        with self._lock:
+            current = self._targets.get(target.alias)
+            if self._stopping or current is None or current.address != target.address:
+                return  # removed (or shutting down) while the cycle was in flight
+            if result.connect_called and (result.success or not result.connect_supported):
+                self._connected_at[target.alias] = self._clock()
+            self.metrics.record(result)
+            change = self.health.observe(result)
+        if change is not None:
+            _log_change(change)
+
+    # ----------------------------------------------------------- reload
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the configuration; keep the running one if the new one is bad."""
+        if self._load_config is None:
+            return False, "reload is not available: the configuration was not loaded from sources"
+        with self._reload_lock:
+            try:
+                new = self._load_config()
+            except ConfigError as exc:
+                self.metrics.reload_failures.inc()
+                self.metrics.reload_success.set(0)
+                for issue in exc.issues:
+                    logger.error("reload rejected, keeping the running configuration",
+                                 extra=logs.fields(problem=str(issue)))
+                return False, "reload rejected, the running configuration stays:\n" + str(exc)
+            old = self.config
+            for name, before, after in (
+                ("web.listen-address", old.listen_address, new.listen_address),
+                ("probe.max-concurrent", old.probe.max_concurrent, new.probe.max_concurrent),
+            ):
+                if before != after:
+                    logger.warning("setting changed but takes effect only on restart",
+                                   extra=logs.fields(setting=name))
+            if new.log_level != old.log_level:
+                logs.set_level(new.log_level)
+            self.health.configure(new.readiness, new.probe.history)
+            self.config = new
+            self.source.replace(new.targets)
+            self.metrics.reload_success.set(1)
+            self.metrics.reload_timestamp.set_to_current_time()
+            logger.info("configuration reloaded", extra=logs.fields(
+                targets=len(new.targets), policy=new.readiness.policy))
+            return True, f"configuration reloaded: {len(new.targets)} target(s)"
+
+    # ----------------------------------------------------------- ManagementApi
+
+    def live(self) -> tuple[bool, str]:
+        return self.health.live()
+
+    def ready(self) -> tuple[bool, list[Check]]:
+        return self.health.ready()
+
+    def target_check(self, alias: str) -> Check | None:
+        return self.health.target_check(alias)
+
+    def probe_now(self, alias: str | None) -> tuple[ProbeResult, TargetState | None]:
+        """Run one cycle now for `/probe`. It is not recorded in metrics or history."""
+        with self._lock:
+            targets = dict(self._targets)
+        if alias is None:
+            if len(targets) != 1:
+                raise AliasRequired("say which target with ?alias=NAME; targets: "
+                                    + ", ".join(sorted(targets)))
+            alias = next(iter(targets))
+        target = targets.get(alias)
+        if target is None:
+            raise UnknownAlias(f"no target with alias {alias!r}")
+        try:
+            result = self.prober.run(target, InfoMode.VERSION, slot_timeout=target.timeout)
+        except SlotsBusy as exc:
+            raise Busy(str(exc)) from None
+        return result, self.health.state(alias)
+
+    def status_page(self) -> str:
+        ready, _ = self.health.ready()
+        live, _ = self.health.live()
+        return status_page(self.health.states(), ready, live, self._started)
+
+
+def _series_key(target: Target) -> tuple[str, str, str]:
+    return target.alias, target.address, target.rpc.value
+
+
+def _log_change(change: Change) -> None:
+    if change.up:
+        message = "target up" if change.first else "target recovered"
+        logger.info(message, extra=logs.fields(
+            alias=change.alias, target=change.target,
+            **({"was": change.previous_reason} if change.previous_reason else {})))
+    elif change.first or change.previous_reason is None:
+        logger.warning("target down", extra=logs.fields(
+            alias=change.alias, target=change.target, reason=change.reason, error=change.error))
+    else:
+        logger.warning("target still down, for another reason", extra=logs.fields(
+            alias=change.alias, target=change.target, reason=change.reason,
+            was=change.previous_reason, error=change.error))

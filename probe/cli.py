@@ -1,0 +1,315 @@
+"""`milvus-probe serve` (the daemon) and `milvus-probe check` (one cycle, then exit)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn, TextIO
+
+import probe
+from probe import logs
+from probe.config import (
+    CONNECTION_OPTIONS,
+    OPTIONS,
+    OPTIONS_BY_KEY,
+    Config,
+    ConfigError,
+    Sources,
+    describe,
+    format_duration,
+    load,
+)
+from probe.result import FailureReason, ProbeResult
+
+logger = logging.getLogger("probe")
+
+# Exit codes of `check`, as grpc-health-probe's.
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1
+EXIT_CONNECTION = 2
+EXIT_RPC = 3
+EXIT_UNHEALTHY = 4
+
+_GROUPS = {
+    "web": "Management server",
+    "config": "Configuration",
+    "probe": "Probing",
+    "readiness": "Readiness (/readyz)",
+    "log": "Logging",
+}
+
+SERVE_EPILOG = """\
+Settings come from defaults < the YAML file < environment < flags. Durations take
+500ms, 10s, 1m, 1h or plain seconds. Every flag has an environment variable
+(shown with it); MILVUS_URI, MILVUS_TOKEN, MILVUS_CONN_ALIAS and MILVUS_CONN_TIMEOUT
+are read as pymilvus reads them.
+
+examples:
+  # probe a local Milvus, serve metrics on :9091
+  milvus-probe serve --uri http://localhost:19530
+
+  # TLS with a token from a mounted Secret, on another port (e.g. as a sidecar)
+  milvus-probe serve --uri https://milvus.example.com:19530 \\
+      --token-file /etc/milvus-probe/token --web.listen-address :9191
+
+  # several targets from a file; check it first
+  milvus-probe serve --config.file probe.yaml --config.check
+  milvus-probe serve --config.file probe.yaml --readiness.policy all
+
+endpoints: /metrics /healthz /livez /readyz /readyz/<alias> /probe?alias=<alias>
+           / (status page) POST /-/reload
+"""
+
+CHECK_EPILOG = """\
+exit codes (as grpc-health-probe):
+  0  Milvus answered and is healthy
+  1  bad arguments or configuration
+  2  connection failed (dns, refused, timeout, tls, unavailable)
+  3  RPC failed (unauthenticated, permission_denied, db_not_found, not_ready,
+     unimplemented, error)
+  4  Milvus answered but reports it is unhealthy
+
+-v and --db-name also call Milvus Connect, which registers a client in the proxy for
+24 h: for frequent exec probes prefer the daemon's /readyz/<alias>.
+
+examples:
+  milvus-probe check                                  # 127.0.0.1:19530
+  milvus-probe check --uri https://milvus:443 --token-file /secrets/token -v
+  milvus-probe check -h milvus.ns.svc -p 19530 --output json
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments exit 1 (as `check`'s exit codes promise), not argparse's 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _describe_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        host, port = value
+        return f"{host}:{port}"
+    if isinstance(value, float):
+        return format_duration(value)
+    return str(value)
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    groups = {key: parser.add_argument_group(title) for key, title in _GROUPS.items()}
+    for option in OPTIONS:
+        envs = " or ".join((option.env, *option.env_aliases))
+        default = "" if option.default is None else f"; default {_describe_default(option.default)}"
+        groups[option.group].add_argument(
+            option.flag, dest=f"opt:{option.key}", metavar=option.metavar,
+            default=argparse.SUPPRESS, help=f"{option.help} (env {envs}{default})",
+        )
+
+
+def _add_connection(parser: argparse.ArgumentParser, *, short: bool) -> None:
+    group = parser.add_argument_group(
+        "Milvus connection (one target, as pymilvus connections.connect)"
+    )
+    shorts = {"host": "-h", "port": "-p", "alias": "-a"} if short else {}
+    for option in CONNECTION_OPTIONS:
+        flags = [f for f in (shorts.get(option.name), option.flag) if f]
+        kwargs: dict[str, Any] = {"dest": f"conn:{option.name}", "default": argparse.SUPPRESS,
+                                   "help": f"{option.help} (env {option.env_name})"}
+        if option.is_flag:
+            kwargs["action"] = "store_const"
+            kwargs["const"] = True
+        else:
+            kwargs["metavar"] = option.name.upper()
+        group.add_argument(*flags, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="milvus-probe",
+        description="Opens a fresh gRPC connection to Milvus, proves it can talk, measures "
+        "every step and closes it; exports what it saw to Prometheus and Kubernetes.",
+    )
+    parser.add_argument("--version", action="version", version=f"milvus-probe {probe.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="run the daemon", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Probe every target on its interval and serve metrics, health and status.",
+        epilog=SERVE_EPILOG,
+    )
+    serve.add_argument("--config.check", dest="config_check", action="store_true",
+                       help="validate the configuration, print it, and exit (0 valid, 1 invalid)")
+    _add_options(serve)
+    _add_connection(serve, short=False)
+
+    check = commands.add_parser(
+        "check", help="probe once and exit with a status code (for exec probes and humans)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False,
+        description="Run one probe cycle and exit 0 if Milvus answered and is healthy.",
+        epilog=CHECK_EPILOG,
+    )
+    check.add_argument("--help", action="help", help="show this help and exit")
+    check.add_argument("-v", "--verbose", action="store_true",
+                       help="print every phase and the server info (calls Connect)")
+    check.add_argument("--output", choices=("text", "json"), default="text",
+                       help="text (default) or one JSON object")
+    check.add_argument("--timeout", dest="opt:probe.timeout", metavar="DURATION",
+                       default=argparse.SUPPRESS,
+                       help="time the whole check may take (env MILVUS_CONN_TIMEOUT; default 5s)")
+    check.add_argument("--rpc", dest="opt:probe.rpc", metavar="RPC", default=argparse.SUPPRESS,
+                       help="check_health (default) or get_version")
+    check.add_argument("--config.file", dest="opt:config.file", metavar="PATH",
+                       default=argparse.SUPPRESS,
+                       help="take the target (by --alias) from this config file")
+    _add_connection(check, short=True)
+    return parser
+
+
+def sources_from(namespace: argparse.Namespace, environ: dict[str, str]) -> Sources:
+    flags: dict[str, Any] = {}
+    for dest, value in vars(namespace).items():
+        if dest.startswith("opt:"):
+            flags[dest[4:]] = value
+        elif dest.startswith("conn:"):
+            flags[dest[5:]] = value
+    return Sources(flags=flags, environ=environ)
+
+
+def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    env = dict(os.environ) if environ is None else environ
+    if args.command == "serve":
+        return serve(args, env)
+    if args.command == "check":
+        return check(args, env, sys.stdout)
+    parser.print_help(sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _print_config_error(exc: ConfigError, stream: TextIO) -> None:
+    count = len(exc.issues)
+    print(f"milvus-probe: invalid configuration ({count} problem{'s' * (count != 1)}):",
+          file=stream)
+    for issue in exc.issues:
+        print(f"  {issue}", file=stream)
+
+
+def serve(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    from probe.app import App
+    from probe.web import ListenError
+
+    sources = sources_from(args, environ)
+
+    def load_config() -> Config:
+        return load(sources)
+
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        _print_config_error(exc, sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.config_check:
+        print(f"configuration OK: {len(config.targets)} target(s)")
+        for line in describe(config):
+            print(f"  {line}")
+        return EXIT_OK
+
+    logs.setup(config.log_level, config.log_format.value)
+    # Signals are taken synchronously by the main thread (sigwait) rather than by
+    # handlers that could interrupt it while it holds a lock; threads started after
+    # this inherit the mask and never see them.
+    handled = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+    try:
+        app = App(config, load_config=load_config)
+    except ListenError as exc:
+        logger.error("cannot start", extra=logs.fields(error=exc.strerror))
+        return EXIT_BAD_INPUT
+    app.start()
+    try:
+        while True:
+            received = signal.sigwait(handled)
+            if received == signal.SIGHUP:
+                logger.info("SIGHUP: reloading the configuration")
+                app.reload()
+                continue
+            logger.info("shutting down", extra=logs.fields(signal=signal.Signals(received).name))
+            break
+    finally:
+        app.stop()
+    return EXIT_OK
+
+
+def exit_code(result: ProbeResult) -> int:
+    if result.success:
+        return EXIT_OK
+    assert result.reason is not None
+    if result.reason is FailureReason.UNHEALTHY:
+        return EXIT_UNHEALTHY
+    if result.reason.is_connection_failure:
+        return EXIT_CONNECTION
+    return EXIT_RPC
+
+
+def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int:
+    from probe.prober import InfoMode, Prober
+
+    sources = sources_from(args, environ)
+    flags = dict(sources.flags)
+    given = set(flags) | {o.name for o in CONNECTION_OPTIONS if environ.get(o.env_name)}
+    if not given & {"uri", "host"} and "config.file" not in flags \
+            and not environ.get(OPTIONS_BY_KEY["config.file"].env):
+        flags["host"] = "127.0.0.1"  # the Milvus CLI's default
+    try:
+        config = load(Sources(flags=flags, environ=environ))
+    except ConfigError as exc:
+        _print_config_error(exc, sys.stderr)
+        return EXIT_BAD_INPUT
+    target = _pick_target(config, flags.get("alias") or environ.get("MILVUS_CONN_ALIAS"))
+    if isinstance(target, str):
+        print(f"milvus-probe: {target}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    logs.setup("error", "text")
+    info = InfoMode.FULL if (args.verbose or target.db_name) else InfoMode.VERSION
+    result = Prober(max_concurrent=1).run(target, info)
+    code = exit_code(result)
+    if args.output == "json":
+        body = result.to_dict()
+        body["exit_code"] = code
+        print(json.dumps(body, indent=2), file=out)
+    elif args.verbose:
+        from probe.pages import trace_text
+
+        print(trace_text(result), end="", file=out)
+    elif result.success:
+        print(f"OK {target.alias} {target.address} {result.duration * 1000:.1f}ms "
+              f"version={result.version or '-'}", file=out)
+    else:
+        print(f"FAIL {target.alias} {target.address} reason={result.reason} "
+              f"phase={result.failed_phase}: {result.error}", file=out)
+    return code
+
+
+def _pick_target(config: Config, alias: str | None) -> Any:
+    if alias is not None:
+        for target in config.targets:
+            if target.alias == alias:
+                return target
+        return f"no target with alias {alias!r}; targets: " + ", ".join(
+            t.alias for t in config.targets)
+    if len(config.targets) == 1:
+        return config.targets[0]
+    for target in config.targets:
+        if target.alias == "default":
+            return target
+    return "several targets are configured; choose one with --alias: " + ", ".join(
+        t.alias for t in config.targets)
+
+

@@ -1,0 +1,233 @@
+"""Liveness, readiness and per-target state, as plain state machines (no HTTP here).
+
+Liveness is about the daemon only: the scheduler's heartbeat. Readiness follows
+`--readiness.policy`; a target's passing state changes only after
+`failure_threshold` consecutive failures or `success_threshold` consecutive
+successes, so one lost probe does not flap it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from probe.config import ReadinessPolicy, ReadinessSettings
+from probe.result import FailureReason, ProbeResult
+from probe.targets import Target
+
+HEARTBEAT_STALE_AFTER = 10.0
+"""Seconds without a scheduler heartbeat before /healthz fails (it beats every second)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """The little kept of a past cycle, for the latency chart."""
+
+    started_at: float
+    duration: float
+    reason: FailureReason | None
+
+    @property
+    def success(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
+class TargetState:
+    target: Target
+    history: deque[HistoryEntry]
+    last: ProbeResult | None = None
+    passing: bool = False
+    """Debounced by the thresholds; False until the first success_threshold successes."""
+    consecutive_successes: int = 0
+    consecutive_failures: int = 0
+    server_info: ProbeResult | None = None
+    """The last result that carried server info or a version."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """A target went up or down (raw, per cycle), or stayed down for another reason."""
+
+    alias: str
+    target: str
+    up: bool
+    first: bool
+    reason: FailureReason | None
+    previous_reason: FailureReason | None
+    error: str
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    message: str
+    counts: bool = True
+    """Whether this check decides readiness under the current policy."""
+
+
+@dataclass
+class Health:
+    """All health state of the daemon. Thread-safe."""
+
+    settings: ReadinessSettings
+    history_size: int = 60
+    clock: Callable[[], float] = time.monotonic
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _states: dict[str, TargetState] = field(default_factory=dict)
+    _first_round: set[str] = field(default_factory=set)
+    _heartbeat: float | None = None
+    _server_up: bool = False
+    _stopping: bool = False
+
+    # ----------------------------------------------------------- daemon state
+
+    def heartbeat(self) -> None:
+        self._heartbeat = self.clock()
+
+    def server_started(self) -> None:
+        self._server_up = True
+
+    def stopping(self) -> None:
+        self._stopping = True
+
+    def live(self) -> tuple[bool, str]:
+        """Liveness: the scheduler is beating. Never depends on Milvus."""
+        beat = self._heartbeat
+        if beat is None:
+            return False, "scheduler has not started"
+        age = self.clock() - beat
+        if age > HEARTBEAT_STALE_AFTER:
+            return False, f"scheduler heartbeat is {age:.1f}s old (limit {HEARTBEAT_STALE_AFTER:g}s)"
+        return True, "ok"
+
+    # ----------------------------------------------------------- targets
+
+    def set_targets(self, targets: Iterable[Target], *, first_round: bool = False) -> None:
+        """Follow the target list; keep state of targets whose alias stays."""
+        with self._lock:
+            wanted = {t.alias: t for t in targets}
+            for alias in list(self._states):
+                if alias not in wanted:
+                    del self._states[alias]
+                    self._first_round.discard(alias)
+            for alias, target in wanted.items():
+                state = self._states.get(alias)
+                if state is None or state.target.address != target.address:
+                    self._states[alias] = TargetState(target, deque(maxlen=self.history_size))
+                    if first_round:
+                        self._first_round.add(alias)
+                else:
+                    state.target = target
+
+    def configure(self, settings: ReadinessSettings, history_size: int) -> None:
+        with self._lock:
+            self.settings = settings
+            if history_size != self.history_size:
+                self.history_size = history_size
+                for state in self._states.values():
+                    state.history = deque(state.history, maxlen=history_size)
+
+    def observe(self, result: ProbeResult) -> Change | None:
+        """Take a cycle's result; return a Change when the target flipped up/down."""
+        with self._lock:
+            state = self._states.get(result.alias)
+            if state is None or state.target.address != result.target:
+                return None
+            previous = state.last
+            state.last = result
+            state.history.append(HistoryEntry(result.started_at, result.duration, result.reason))
+            if result.version is not None or result.server_info is not None:
+                state.server_info = result
+            self._first_round.discard(result.alias)
+            if result.success:
+                state.consecutive_successes += 1
+                state.consecutive_failures = 0
+                if state.consecutive_successes >= self.settings.success_threshold:
+                    state.passing = True
+            else:
+                state.consecutive_failures += 1
+                state.consecutive_successes = 0
+                if state.consecutive_failures >= self.settings.failure_threshold:
+                    state.passing = False
+        if previous is not None and previous.success == result.success:
+            if result.success or previous.reason == result.reason:
+                return None
+        return Change(
+            alias=result.alias,
+            target=result.target,
+            up=result.success,
+            first=previous is None,
+            reason=result.reason,
+            previous_reason=previous.reason if previous else None,
+            error=result.error,
+        )
+
+    def states(self) -> list[TargetState]:
+        with self._lock:
+            return list(self._states.values())
+
+    def state(self, alias: str) -> TargetState | None:
+        with self._lock:
+            return self._states.get(alias)
+
+    # ----------------------------------------------------------- readiness
+
+    def target_check(self, alias: str) -> Check | None:
+        """Readiness of one target (None if there is no such alias)."""
+        with self._lock:
+            state = self._states.get(alias)
+            if state is None:
+                return None
+            return self._target_check(state, counts=True)
+
+    def _target_check(self, state: TargetState, counts: bool) -> Check:
+        name = f"target:{state.target.alias}"
+        last = state.last
+        if state.passing:
+            if last is not None and not last.success:
+                return Check(name, True, f"ok ({state.consecutive_failures} consecutive failure(s), "
+                             f"last {last.reason}; fails at {self.settings.failure_threshold})",
+                             counts)
+            return Check(name, True, "ok", counts)
+        if last is None:
+            return Check(name, False, "no probe has finished yet", counts)
+        if last.success:
+            return Check(name, False, f"{state.consecutive_successes} consecutive success(es); "
+                         f"passes at {self.settings.success_threshold}", counts)
+        return Check(name, False, f"failing: {last.reason} ({state.consecutive_failures} "
+                     "consecutive failure(s))", counts)
+
+    def ready(self) -> tuple[bool, list[Check]]:
+        """Overall readiness under the policy, with every check for `?verbose`."""
+        policy = self.settings.policy
+        with self._lock:
+            checks = [
+                Check("config", True, "loaded"),
+                Check("server", self._server_up, "listening" if self._server_up else "not started"),
+                Check("shutdown", not self._stopping,
+                      "shutting down" if self._stopping else "not in progress"),
+            ]
+            if policy is ReadinessPolicy.SELF:
+                pending = len(self._first_round)
+                checks.append(Check("first-round", pending == 0, "done" if pending == 0
+                                    else f"{pending} target(s) not probed yet"))
+            targets = [self._target_check(s, counts=policy is not ReadinessPolicy.SELF)
+                       for s in self._states.values()]
+        counted = [c for c in checks if c.counts]
+        ok = all(c.ok for c in counted)
+        if policy is ReadinessPolicy.ANY:
+            passing = sum(c.ok for c in targets)
+            checks.append(Check("policy:any", passing > 0,
+                                f"{passing} of {len(targets)} target(s) passing"))
+            ok = ok and passing > 0
+        elif policy is ReadinessPolicy.ALL:
+            passing = sum(c.ok for c in targets)
+            checks.append(Check("policy:all", passing == len(targets),
+                                f"{passing} of {len(targets)} target(s) passing"))
+            ok = ok and passing == len(targets)
+        return ok, checks + targets
