@@ -1,0 +1,464 @@
+"""Test helpers: real servers to probe, and doubles for what real servers can't be made to do."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import http.client
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from probe.config import Sources, load
+from probe.milvus import wire_pb2 as wire
+from probe.targets import Target
+
+SERVICE = "milvus.proto.milvus.MilvusService"
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.005)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def target(**fields: Any) -> Target:
+    """A validated Target from pymilvus-style connection settings (and probe.* overrides)."""
+    flags = {k: v for k, v in fields.items() if "." not in k}
+    flags.update({k: v for k, v in fields.items() if "." in k})
+    config = load(Sources(flags=flags, environ={}))
+    assert len(config.targets) == 1
+    return config.targets[0]
+
+
+def http_get(port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None,
+             body: bytes | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- milvus-lite
+
+
+@dataclass
+class MilvusLite:
+    """A real Milvus server (milvus-lite) on 127.0.0.1."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def milvus_lite_binary() -> str:
+    found = Path(sys.executable).parent / "milvus-lite"
+    if found.exists():
+        return str(found)
+    which = shutil.which("milvus-lite")
+    if which is None:
+        raise RuntimeError("milvus-lite is not installed: `pip install -e .[test]` "
+                           "(make test does it) installs milvus-lite==3.2.2 and pymilvus")
+    return which
+
+
+def start_milvus_lite(data_dir: Path, port: int | None = None) -> MilvusLite:
+    port = port or free_port()
+    log_path = data_dir / "milvus-lite.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [milvus_lite_binary(), "server", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+             "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = MilvusLite(port, process, log_path)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"milvus-lite exited: {log_path.read_text()[-2000:]}")
+        channel = grpc.insecure_channel(server.address)
+        try:
+            call = channel.unary_unary(f"/{SERVICE}/CheckHealth",
+                                       request_serializer=wire.CheckHealthRequest.SerializeToString,
+                                       response_deserializer=wire.CheckHealthResponse.FromString)
+            return bool(call(wire.CheckHealthRequest(), timeout=1).isHealthy)
+        except grpc.RpcError:
+            return False
+        finally:
+            channel.close()
+
+    wait_until(answers, 60, "milvus-lite to answer CheckHealth")
+    return server
+
+
+# --------------------------------------------------------------------------- Milvus double
+
+
+@dataclass
+class Behaviour:
+    """What the double does. Defaults: a healthy Milvus that needs no auth."""
+
+    token: str | None = None
+    """If set, every call must carry authorization=base64(token), else UNAUTHENTICATED."""
+    databases: set[str] = field(default_factory=lambda: {"default"})
+    check_health_delay: float = 0.0
+    status_code: int = 0
+    """Non-zero: CheckHealth/GetVersion answer with this common.Status code."""
+    healthy: bool = True
+    reasons: list[str] = field(default_factory=list)
+    quota_states: list[int] = field(default_factory=list)
+    version: str = "v2.5.0-double"
+
+
+class MilvusDouble:
+    """A gRPC server speaking MilvusService's three methods, to inject faults and errors.
+
+    The real server (milvus-lite) can't be made to delay, refuse a token or report
+    quota states on demand; this double can. It records the metadata it receives.
+    """
+
+    def __init__(self, behaviour: Behaviour | None = None, *, tls: Any = None,
+                 services: bool = True, connect: bool = True) -> None:
+        self.behaviour = behaviour or Behaviour()
+        self.calls: list[tuple[str, dict[str, str]]] = []
+        self._lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        if services:
+            handlers = {
+                "Connect": grpc.unary_unary_rpc_method_handler(
+                    self._connect, wire.ConnectRequest.FromString,
+                    wire.ConnectResponse.SerializeToString),
+                "CheckHealth": grpc.unary_unary_rpc_method_handler(
+                    self._check_health, wire.CheckHealthRequest.FromString,
+                    wire.CheckHealthResponse.SerializeToString),
+                "GetVersion": grpc.unary_unary_rpc_method_handler(
+                    self._get_version, wire.GetVersionRequest.FromString,
+                    wire.GetVersionResponse.SerializeToString),
+            }
+            if not connect:  # Milvus before 2.3 has no Connect RPC
+                del handlers["Connect"]
+            self.server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        if tls is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self.server.add_secure_port("127.0.0.1:0", tls)
+        self.server.start()
+        self.connect_requests: list[wire.ConnectRequest] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.stop(0).wait()
+
+    def count(self, method: str) -> int:
+        with self._lock:
+            return sum(1 for m, _ in self.calls if m == method)
+
+    def _enter(self, method: str, context: grpc.ServicerContext) -> dict[str, str]:
+        md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        with self._lock:
+            self.calls.append((method, md))
+        token = self.behaviour.token
+        if token is not None:
+            expected = base64.b64encode(token.encode()).decode()
+            if md.get("authorization") != expected:
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "auth check failure, please check "
+                              "username and password are correct")
+        return md
+
+    def _connect(self, request: wire.ConnectRequest, context: grpc.ServicerContext) -> Any:
+        md = self._enter("Connect", context)
+        with self._lock:
+            self.connect_requests.append(request)
+        db = md.get("dbname", "default")
+        if db not in self.behaviour.databases:
+            return wire.ConnectResponse(status=wire.Status(
+                code=800, reason=f"database not found[database={db}]"))
+        return wire.ConnectResponse(
+            status=wire.Status(),
+            server_info=wire.ServerInfo(build_tags=self.behaviour.version, git_commit="abc123",
+                                        go_version="go1.22", deploy_mode="STANDALONE",
+                                        build_time="2026-01-01"),
+            identifier=42,
+        )
+
+    def _check_health(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._enter("CheckHealth", context)
+        if self.behaviour.check_health_delay:
+            time.sleep(self.behaviour.check_health_delay)
+        b = self.behaviour
+        if b.status_code:
+            return wire.CheckHealthResponse(status=wire.Status(code=b.status_code,
+                                                               reason="service not ready"))
+        return wire.CheckHealthResponse(status=wire.Status(), isHealthy=b.healthy,
+                                        reasons=b.reasons, quota_states=b.quota_states)
+
+    def _get_version(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self._enter("GetVersion", context)
+        if self.behaviour.status_code:
+            return wire.GetVersionResponse(status=wire.Status(code=self.behaviour.status_code,
+                                                              reason="service not ready"))
+        return wire.GetVersionResponse(status=wire.Status(), version=self.behaviour.version)
+
+
+@contextmanager
+def milvus_double(behaviour: Behaviour | None = None, **kwargs: Any) -> Iterator[MilvusDouble]:
+    double = MilvusDouble(behaviour, **kwargs)
+    try:
+        yield double
+    finally:
+        double.stop()
+
+
+# --------------------------------------------------------------------------- TCP proxy
+
+
+class CountingProxy:
+    """A TCP proxy that counts the connections it accepts and sees closed by the client.
+
+    Server-side evidence that each probe cycle opened one connection and closed it.
+    `delay` holds every server→client chunk back that long (an injected latency).
+    """
+
+    def __init__(self, upstream: tuple[str, int], delay: float = 0.0) -> None:
+        self.upstream, self.delay = upstream, delay
+        self.accepted = 0
+        self.closed = 0
+        self._lock = threading.Lock()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self.port = int(self._sock.getsockname()[1])
+        self._stopping = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            return self.accepted, self.closed
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while not self._stopping:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+            upstream = socket.create_connection(self.upstream)
+            pair = _Pair(client, upstream)
+            threading.Thread(target=self._pipe, args=(client, upstream, True, pair),
+                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False, pair),
+                             daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool,
+              pair: _Pair) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not from_client and self.delay:
+                    time.sleep(self.delay)  # the injected fault itself, not synchronisation
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            if from_client:
+                with self._lock:
+                    self.closed += 1
+            pair.done()
+
+
+class _Pair:
+    """Both sockets of a proxied connection, closed when both directions have ended."""
+
+    def __init__(self, *sockets: socket.socket) -> None:
+        self.sockets, self.remaining, self.lock = sockets, 2, threading.Lock()
+
+    def done(self) -> None:
+        with self.lock:
+            self.remaining -= 1
+            last = self.remaining == 0
+        if last:
+            for sock in self.sockets:
+                sock.close()
+
+
+class SilentServer:
+    """Accepts TCP connections and never says a word (a half-dead server)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self._sock.settimeout(0.05)
+        self.port = int(self._sock.getsockname()[1])
+        self.connections: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections.append(conn)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self._sock.close()
+        for conn in self.connections:
+            conn.close()
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@dataclass
+class Certs:
+    directory: Path
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+    """A CA that signed nothing we use: trusting it must fail verification."""
+
+    def server_credentials(self, mutual: bool = False) -> grpc.ServerCredentials:
+        pair = (self.server_key.read_bytes(), self.server_cert.read_bytes())
+        if mutual:
+            return grpc.ssl_server_credentials([pair], root_certificates=self.ca.read_bytes(),
+                                               require_client_auth=True)
+        return grpc.ssl_server_credentials([pair])
+
+
+def make_certs(directory: Path) -> Certs:
+    """A CA, a server certificate for localhost/127.0.0.1, a client certificate, another CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def key() -> ec.EllipticCurvePrivateKey:
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def write_key(k: ec.EllipticCurvePrivateKey, path: Path) -> None:
+        path.write_bytes(k.private_bytes(serialization.Encoding.PEM,
+                                         serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+
+    def ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        k = key()
+        cert = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn))
+                .public_key(k.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(k, hashes.SHA256()))
+        return cert, k
+
+    def leaf(cn: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+             server: bool) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        k = key()
+        builder = (x509.CertificateBuilder().subject_name(name(cn))
+                   .issuer_name(issuer[0].subject).public_key(k.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1)))
+        if server:
+            builder = builder.add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False).add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        else:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        return builder.sign(issuer[1], hashes.SHA256()), k
+
+    directory.mkdir(parents=True, exist_ok=True)
+    root = ca("milvus-probe test CA")
+    other = ca("some other CA")
+    server = leaf("localhost", root, server=True)
+    client = leaf("milvus-probe-client", root, server=False)
+    paths = {}
+    for label, cert in (("ca", root[0]), ("other_ca", other[0]), ("server", server[0]),
+                        ("client", client[0])):
+        paths[label] = directory / f"{label}.pem"
+        paths[label].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_key(server[1], directory / "server.key")
+    write_key(client[1], directory / "client.key")
+    return Certs(directory, paths["ca"], paths["server"], directory / "server.key",
+                 paths["client"], directory / "client.key", paths["other_ca"])
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
