@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+MILVUS_PORT ?= 19530
+PROBE_PORT  ?= 9091
 
 .PHONY: help venv test demo proto lint clean
 
@@ -26,7 +28,7 @@ test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: venv
-	$(PY) scripts/demo.py
+	MILVUS_PORT=$(MILVUS_PORT) PROBE_PORT=$(PROBE_PORT) $(PY) scripts/demo.py
 
 proto: venv
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. probe/milvus/wire.proto

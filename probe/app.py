@@ -22,6 +22,7 @@ from probe import logs
 from probe.config import Config, ConfigError, describe
 from probe.health import Change, Check, Health, TargetState
 from probe.metrics import ProbeMetrics
+from probe.milvus.channel import warm_up
 from probe.pages import status_page
 from probe.prober import InfoMode, Prober, SlotsBusy
 from probe.result import ProbeResult
@@ -86,6 +87,7 @@ class App:
         return self.server.port
 
     def start(self) -> None:
+        warm_up()
         self.source.subscribe(self._apply_targets)
         self._apply_targets(self.source.current(), first_round=True)
         self.source.start()
@@ -94,9 +96,14 @@ class App:
         self.health.heartbeat()
         self.scheduler.start()
         host, _ = self.config.listen_address
-        logger.info("milvus-probe started", extra=logs.fields(
-            listen=f"{host or '*'}:{self.port}", targets=len(self._targets),
-            policy=self.config.readiness.policy))
+        logger.info(
+            "milvus-probe started",
+            extra=logs.fields(
+                listen=f"{host or '*'}:{self.port}",
+                targets=len(self._targets),
+                policy=self.config.readiness.policy,
+            ),
+        )
         for line in describe(self.config):
             logger.info("probing target", extra=logs.fields(target=line))
 
@@ -113,9 +120,14 @@ class App:
         closed = self.ledger.close_all()
         finished = self.scheduler.join_workers(SHUTDOWN_BUDGET)
         self.server.stop()
-        logger.info("milvus-probe stopped", extra=logs.fields(
-            closed_in_flight=closed, all_cycles_finished=finished,
-            took=f"{self._clock() - began:.3f}s"))
+        logger.info(
+            "milvus-probe stopped",
+            extra=logs.fields(
+                closed_in_flight=closed,
+                all_cycles_finished=finished,
+                took=f"{self._clock() - began:.3f}s",
+            ),
+        )
 
     # ----------------------------------------------------------- targets
 
@@ -130,15 +142,18 @@ class App:
                     self.prober.factory.forget(target)
                     self._connected_at.pop(alias, None)
                     if not first_round:
-                        logger.info("target removed" if replacement is None else "target changed",
-                                    extra=logs.fields(alias=alias, target=target.address))
+                        logger.info(
+                            "target removed" if replacement is None else "target changed",
+                            extra=logs.fields(alias=alias, target=target.address),
+                        )
             for alias, target in new.items():
                 previous = old.get(alias)
                 if previous is None or _series_key(previous) != _series_key(target):
                     self.metrics.add_target(target)
                     if previous is None and not first_round:
-                        logger.info("target added", extra=logs.fields(
-                            alias=alias, target=target.address))
+                        logger.info(
+                            "target added", extra=logs.fields(alias=alias, target=target.address)
+                        )
             self._targets = new
             self.metrics.targets.set(len(new))
             self.health.set_targets(targets, first_round=first_round)
@@ -180,8 +195,10 @@ class App:
                 self.metrics.reload_failures.inc()
                 self.metrics.reload_success.set(0)
                 for issue in exc.issues:
-                    logger.error("reload rejected, keeping the running configuration",
-                                 extra=logs.fields(problem=str(issue)))
+                    logger.error(
+                        "reload rejected, keeping the running configuration",
+                        extra=logs.fields(problem=str(issue)),
+                    )
                 return False, "reload rejected, the running configuration stays:\n" + str(exc)
             old = self.config
             for name, before, after in (
@@ -189,8 +206,10 @@ class App:
                 ("probe.max-concurrent", old.probe.max_concurrent, new.probe.max_concurrent),
             ):
                 if before != after:
-                    logger.warning("setting changed but takes effect only on restart",
-                                   extra=logs.fields(setting=name))
+                    logger.warning(
+                        "setting changed but takes effect only on restart",
+                        extra=logs.fields(setting=name),
+                    )
             if new.log_level != old.log_level:
                 logs.set_level(new.log_level)
             self.health.configure(new.readiness, new.probe.history)
@@ -198,8 +217,10 @@ class App:
             self.source.replace(new.targets)
             self.metrics.reload_success.set(1)
             self.metrics.reload_timestamp.set_to_current_time()
-            logger.info("configuration reloaded", extra=logs.fields(
-                targets=len(new.targets), policy=new.readiness.policy))
+            logger.info(
+                "configuration reloaded",
+                extra=logs.fields(targets=len(new.targets), policy=new.readiness.policy),
+            )
             return True, f"configuration reloaded: {len(new.targets)} target(s)"
 
     # ----------------------------------------------------------- ManagementApi
@@ -219,8 +240,9 @@ class App:
             targets = dict(self._targets)
         if alias is None:
             if len(targets) != 1:
-                raise AliasRequired("say which target with ?alias=NAME; targets: "
-                                    + ", ".join(sorted(targets)))
+                raise AliasRequired(
+                    "say which target with ?alias=NAME; targets: " + ", ".join(sorted(targets))
+                )
             alias = next(iter(targets))
         target = targets.get(alias)
         if target is None:
@@ -234,7 +256,13 @@ class App:
     def status_page(self) -> str:
         ready, _ = self.health.ready()
         live, _ = self.health.live()
-        return status_page(self.health.states(), ready, live, self._started)
+        return status_page(
+            self.health.states(),
+            ready,
+            live,
+            self._started,
+            profiling=self.router.pprof is not None,
+        )
 
 
 def _series_key(target: Target) -> tuple[str, str, str]:
@@ -244,13 +272,29 @@ def _series_key(target: Target) -> tuple[str, str, str]:
 def _log_change(change: Change) -> None:
     if change.up:
         message = "target up" if change.first else "target recovered"
-        logger.info(message, extra=logs.fields(
-            alias=change.alias, target=change.target,
-            **({"was": change.previous_reason} if change.previous_reason else {})))
+        logger.info(
+            message,
+            extra=logs.fields(
+                alias=change.alias,
+                target=change.target,
+                **({"was": change.previous_reason} if change.previous_reason else {}),
+            ),
+        )
     elif change.first or change.previous_reason is None:
-        logger.warning("target down", extra=logs.fields(
-            alias=change.alias, target=change.target, reason=change.reason, error=change.error))
+        logger.warning(
+            "target down",
+            extra=logs.fields(
+                alias=change.alias, target=change.target, reason=change.reason, error=change.error
+            ),
+        )
     else:
-        logger.warning("target still down, for another reason", extra=logs.fields(
-            alias=change.alias, target=change.target, reason=change.reason,
-            was=change.previous_reason, error=change.error))
+        logger.warning(
+            "target still down, for another reason",
+            extra=logs.fields(
+                alias=change.alias,
+                target=change.target,
+                reason=change.reason,
+                was=change.previous_reason,
+                error=change.error,
+            ),
+        )

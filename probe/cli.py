@@ -107,8 +107,11 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         envs = " or ".join((option.env, *option.env_aliases))
         default = "" if option.default is None else f"; default {_describe_default(option.default)}"
         groups[option.group].add_argument(
-            option.flag, dest=f"opt:{option.key}", metavar=option.metavar,
-            default=argparse.SUPPRESS, help=f"{option.help} (env {envs}{default})",
+            option.flag,
+            dest=f"opt:{option.key}",
+            metavar=option.metavar,
+            default=argparse.SUPPRESS,
+            help=f"{option.help} (env {envs}{default})",
         )
 
 
@@ -119,8 +122,11 @@ def _add_connection(parser: argparse.ArgumentParser, *, short: bool) -> None:
     shorts = {"host": "-h", "port": "-p", "alias": "-a"} if short else {}
     for option in CONNECTION_OPTIONS:
         flags = [f for f in (shorts.get(option.name), option.flag) if f]
-        kwargs: dict[str, Any] = {"dest": f"conn:{option.name}", "default": argparse.SUPPRESS,
-                                   "help": f"{option.help} (env {option.env_name})"}
+        kwargs: dict[str, Any] = {
+            "dest": f"conn:{option.name}",
+            "default": argparse.SUPPRESS,
+            "help": f"{option.help} (env {option.env_name})",
+        }
         if option.is_flag:
             kwargs["action"] = "store_const"
             kwargs["const"] = True
@@ -139,34 +145,63 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
-        "serve", help="run the daemon", formatter_class=argparse.RawDescriptionHelpFormatter,
+        "serve",
+        help="run the daemon",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Probe every target on its interval and serve metrics, health and status.",
         epilog=SERVE_EPILOG,
     )
-    serve.add_argument("--config.check", dest="config_check", action="store_true",
-                       help="validate the configuration, print it, and exit (0 valid, 1 invalid)")
+    serve.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration, print it, and exit (0 valid, 1 invalid)",
+    )
     _add_options(serve)
     _add_connection(serve, short=False)
 
     check = commands.add_parser(
-        "check", help="probe once and exit with a status code (for exec probes and humans)",
-        formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False,
+        "check",
+        help="probe once and exit with a status code (for exec probes and humans)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
         description="Run one probe cycle and exit 0 if Milvus answered and is healthy.",
         epilog=CHECK_EPILOG,
     )
     check.add_argument("--help", action="help", help="show this help and exit")
-    check.add_argument("-v", "--verbose", action="store_true",
-                       help="print every phase and the server info (calls Connect)")
-    check.add_argument("--output", choices=("text", "json"), default="text",
-                       help="text (default) or one JSON object")
-    check.add_argument("--timeout", dest="opt:probe.timeout", metavar="DURATION",
-                       default=argparse.SUPPRESS,
-                       help="time the whole check may take (env MILVUS_CONN_TIMEOUT; default 5s)")
-    check.add_argument("--rpc", dest="opt:probe.rpc", metavar="RPC", default=argparse.SUPPRESS,
-                       help="check_health (default) or get_version")
-    check.add_argument("--config.file", dest="opt:config.file", metavar="PATH",
-                       default=argparse.SUPPRESS,
-                       help="take the target (by --alias) from this config file")
+    check.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print every phase and the server info (calls Connect)",
+    )
+    check.add_argument(
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or one JSON object",
+    )
+    check.add_argument(
+        "--timeout",
+        dest="opt:probe.timeout",
+        metavar="DURATION",
+        default=argparse.SUPPRESS,
+        help="time the whole check may take (env MILVUS_CONN_TIMEOUT; default 5s)",
+    )
+    check.add_argument(
+        "--rpc",
+        dest="opt:probe.rpc",
+        metavar="RPC",
+        default=argparse.SUPPRESS,
+        help="check_health (default) or get_version",
+    )
+    check.add_argument(
+        "--config.file",
+        dest="opt:config.file",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="take the target (by --alias) from this config file",
+    )
     _add_connection(check, short=True)
     return parser
 
@@ -195,8 +230,9 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
 
 def _print_config_error(exc: ConfigError, stream: TextIO) -> None:
     count = len(exc.issues)
-    print(f"milvus-probe: invalid configuration ({count} problem{'s' * (count != 1)}):",
-          file=stream)
+    print(
+        f"milvus-probe: invalid configuration ({count} problem{'s' * (count != 1)}):", file=stream
+    )
     for issue in exc.issues:
         print(f"  {issue}", file=stream)
 
@@ -259,13 +295,17 @@ def exit_code(result: ProbeResult) -> int:
 
 
 def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int:
+    from probe.milvus.channel import warm_up
     from probe.prober import InfoMode, Prober
 
     sources = sources_from(args, environ)
     flags = dict(sources.flags)
     given = set(flags) | {o.name for o in CONNECTION_OPTIONS if environ.get(o.env_name)}
-    if not given & {"uri", "host"} and "config.file" not in flags \
-            and not environ.get(OPTIONS_BY_KEY["config.file"].env):
+    if (
+        not given & {"uri", "host"}
+        and "config.file" not in flags
+        and not environ.get(OPTIONS_BY_KEY["config.file"].env)
+    ):
         flags["host"] = "127.0.0.1"  # the Milvus CLI's default
     try:
         config = load(Sources(flags=flags, environ=environ))
@@ -278,6 +318,7 @@ def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int
         return EXIT_BAD_INPUT
     logs.setup("error", "text")
     info = InfoMode.FULL if (args.verbose or target.db_name) else InfoMode.VERSION
+    warm_up()
     result = Prober(max_concurrent=1).run(target, info)
     code = exit_code(result)
     if args.output == "json":
@@ -289,11 +330,17 @@ def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int
 
         print(trace_text(result), end="", file=out)
     elif result.success:
-        print(f"OK {target.alias} {target.address} {result.duration * 1000:.1f}ms "
-              f"version={result.version or '-'}", file=out)
+        print(
+            f"OK {target.alias} {target.address} {result.duration * 1000:.1f}ms "
+            f"version={result.version or '-'}",
+            file=out,
+        )
     else:
-        print(f"FAIL {target.alias} {target.address} reason={result.reason} "
-              f"phase={result.failed_phase}: {result.error}", file=out)
+        print(
+            f"FAIL {target.alias} {target.address} reason={result.reason} "
+            f"phase={result.failed_phase}: {result.error}",
+            file=out,
+        )
     return code
 
 
@@ -303,13 +350,13 @@ def _pick_target(config: Config, alias: str | None) -> Any:
             if target.alias == alias:
                 return target
         return f"no target with alias {alias!r}; targets: " + ", ".join(
-            t.alias for t in config.targets)
+            t.alias for t in config.targets
+        )
     if len(config.targets) == 1:
         return config.targets[0]
     for target in config.targets:
         if target.alias == "default":
             return target
     return "several targets are configured; choose one with --alias: " + ", ".join(
-        t.alias for t in config.targets)
-
-
+        t.alias for t in config.targets
+    )

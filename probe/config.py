@@ -221,42 +221,115 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("web.listen-address", parse_listen_address, ("", 9091),
-           "address of the management server (metrics, health, status, pprof); "
-           "Milvus pods already use 9091, so change it in a sidecar", "web", metavar="ADDR"),
-    Option("config.file", _string, None, "YAML file with targets and settings; "
-           "re-read on SIGHUP and POST /-/reload", "config", metavar="PATH"),
-    Option("log.level", _log_level, "info", "debug, info, warn or error", "log",
-           metavar="LEVEL"),
-    Option("log.format", _choice(LogFormat), LogFormat.TEXT, "text (logfmt) or json", "log",
-           metavar="FORMAT"),
-    Option("probe.interval", parse_duration, 10.0, "time between two cycles of one target",
-           "probe", ("probe", "interval"), metavar="DURATION"),
-    Option("probe.timeout", parse_duration, 5.0,
-           "time one cycle may take (resolve, connect, RPC); must be below the interval",
-           "probe", ("probe", "timeout"), ("MILVUS_CONN_TIMEOUT",), metavar="DURATION"),
-    Option("probe.rpc", _choice(RpcMethod), RpcMethod.CHECK_HEALTH,
-           "RPC each cycle makes: check_health or get_version", "probe", ("probe", "rpc"),
-           metavar="RPC"),
-    Option("probe.connect-interval", parse_duration, 3600.0,
-           "least time between two Milvus Connect calls per target; each Connect registers "
-           "a client in the proxy for 24 h", "probe", ("probe", "connect_interval"),
-           metavar="DURATION"),
-    Option("probe.max-concurrent", _int_in(1, MAX_CONNECTIONS), 64,
-           "most connections open at once across all targets", "probe",
-           ("probe", "max_concurrent"), metavar="N"),
-    Option("probe.history", _int_in(1, 10_000), 60,
-           "cycles kept per target for the status page and /probe", "probe",
-           ("probe", "history"), metavar="N"),
-    Option("readiness.policy", _choice(ReadinessPolicy), ReadinessPolicy.SELF,
-           "what /readyz requires: self (the daemon works), any or all (targets pass)",
-           "readiness", ("readiness", "policy"), metavar="POLICY"),
-    Option("readiness.failure-threshold", _int_in(1, 1000), 3,
-           "consecutive failures before a target counts as failing", "readiness",
-           ("readiness", "failure_threshold"), metavar="N"),
-    Option("readiness.success-threshold", _int_in(1, 1000), 1,
-           "consecutive successes before a target counts as passing", "readiness",
-           ("readiness", "success_threshold"), metavar="N"),
+    Option(
+        "web.listen-address",
+        parse_listen_address,
+        ("", 9091),
+        "address of the management server (metrics, health, status, pprof); "
+        "Milvus pods already use 9091, so change it in a sidecar",
+        "web",
+        metavar="ADDR",
+    ),
+    Option(
+        "config.file",
+        _string,
+        None,
+        "YAML file with targets and settings; re-read on SIGHUP and POST /-/reload",
+        "config",
+        metavar="PATH",
+    ),
+    Option("log.level", _log_level, "info", "debug, info, warn or error", "log", metavar="LEVEL"),
+    Option(
+        "log.format",
+        _choice(LogFormat),
+        LogFormat.TEXT,
+        "text (logfmt) or json",
+        "log",
+        metavar="FORMAT",
+    ),
+    Option(
+        "probe.interval",
+        parse_duration,
+        10.0,
+        "time between two cycles of one target",
+        "probe",
+        ("probe", "interval"),
+        metavar="DURATION",
+    ),
+    Option(
+        "probe.timeout",
+        parse_duration,
+        5.0,
+        "time one cycle may take (resolve, connect, RPC); must be below the interval",
+        "probe",
+        ("probe", "timeout"),
+        ("MILVUS_CONN_TIMEOUT",),
+        metavar="DURATION",
+    ),
+    Option(
+        "probe.rpc",
+        _choice(RpcMethod),
+        RpcMethod.CHECK_HEALTH,
+        "RPC each cycle makes: check_health or get_version",
+        "probe",
+        ("probe", "rpc"),
+        metavar="RPC",
+    ),
+    Option(
+        "probe.connect-interval",
+        parse_duration,
+        3600.0,
+        "least time between two Milvus Connect calls per target; each Connect registers "
+        "a client in the proxy for 24 h",
+        "probe",
+        ("probe", "connect_interval"),
+        metavar="DURATION",
+    ),
+    Option(
+        "probe.max-concurrent",
+        _int_in(1, MAX_CONNECTIONS),
+        64,
+        "most connections open at once across all targets",
+        "probe",
+        ("probe", "max_concurrent"),
+        metavar="N",
+    ),
+    Option(
+        "probe.history",
+        _int_in(1, 10_000),
+        60,
+        "cycles kept per target for the status page and /probe",
+        "probe",
+        ("probe", "history"),
+        metavar="N",
+    ),
+    Option(
+        "readiness.policy",
+        _choice(ReadinessPolicy),
+        ReadinessPolicy.SELF,
+        "what /readyz requires: self (the daemon works), any or all (targets pass)",
+        "readiness",
+        ("readiness", "policy"),
+        metavar="POLICY",
+    ),
+    Option(
+        "readiness.failure-threshold",
+        _int_in(1, 1000),
+        3,
+        "consecutive failures before a target counts as failing",
+        "readiness",
+        ("readiness", "failure_threshold"),
+        metavar="N",
+    ),
+    Option(
+        "readiness.success-threshold",
+        _int_in(1, 1000),
+        1,
+        "consecutive successes before a target counts as passing",
+        "readiness",
+        ("readiness", "success_threshold"),
+        metavar="N",
+    ),
 )
 OPTIONS_BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -283,21 +356,27 @@ class ConnectionOption:
 
 
 CONNECTION_OPTIONS: tuple[ConnectionOption, ...] = (
-    ConnectionOption("alias", "name of the target in labels and URLs (default default)",
-                     "MILVUS_CONN_ALIAS"),
-    ConnectionOption("uri", "http://host:port, https://host:port (TLS) or host:port; "
-                     "a path names the database", "MILVUS_URI"),
+    ConnectionOption(
+        "alias", "name of the target in labels and URLs (default default)", "MILVUS_CONN_ALIAS"
+    ),
+    ConnectionOption(
+        "uri",
+        "http://host:port, https://host:port (TLS) or host:port; a path names the database",
+        "MILVUS_URI",
+    ),
     ConnectionOption("host", "Milvus host, when no uri is given (default localhost)"),
     ConnectionOption("port", "Milvus port, when no uri is given (default 19530)"),
-    ConnectionOption("token", "user:password or an API key (prefer --token-file)", "MILVUS_TOKEN",
-                     secret=True),
+    ConnectionOption(
+        "token", "user:password or an API key (prefer --token-file)", "MILVUS_TOKEN", secret=True
+    ),
     ConnectionOption("token_file", "file holding the token; re-read when it changes"),
     ConnectionOption("user", "user name, with --password or --password-file"),
     ConnectionOption("password", "password (prefer --password-file)", secret=True),
     ConnectionOption("password_file", "file holding the password; re-read when it changes"),
     ConnectionOption("db_name", "database; Connect checks that it exists"),
-    ConnectionOption("secure", "use TLS (implied by https:// and the certificate options)",
-                     is_flag=True),
+    ConnectionOption(
+        "secure", "use TLS (implied by https:// and the certificate options)", is_flag=True
+    ),
     ConnectionOption("server_pem_path", "server certificate or CA to trust (one-way TLS)"),
     ConnectionOption("server_name", "name to verify in the server certificate"),
     ConnectionOption("client_pem_path", "client certificate (mutual TLS)"),
@@ -393,12 +472,17 @@ def _read_file(path: str, issues: _Issues) -> dict[str, Any]:
 def _check_pool_and_handler(raw: Mapping[Any, Any], where: str, issues: _Issues) -> None:
     handler = raw.get("handler")
     if handler is not None and str(handler).upper() != "GRPC":
-        issues.add(f"{where}handler", f"only the GRPC handler is supported (got {handler!r}), "
-                   "as in the Milvus SDK")
+        issues.add(
+            f"{where}handler",
+            f"only the GRPC handler is supported (got {handler!r}), as in the Milvus SDK",
+        )
     for key in raw:
         if isinstance(key, str) and key.lower().startswith("pool"):
-            issues.add(f"{where}{key}", "connection pool settings are not supported, as in the "
-                       "Milvus SDK: every cycle opens and closes its own connection")
+            issues.add(
+                f"{where}{key}",
+                "connection pool settings are not supported, as in the "
+                "Milvus SDK: every cycle opens and closes its own connection",
+            )
 
 
 def _env_target(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -423,8 +507,10 @@ def load(sources: Sources) -> Config:
 
     for name in sorted(environ):
         if name.startswith("MILVUS_PROBE_") and name not in _known_env_names():
-            issues.add(f"env {name}", "unknown setting; see `milvus-probe serve --help` for the "
-                       "MILVUS_PROBE_* variables")
+            issues.add(
+                f"env {name}",
+                "unknown setting; see `milvus-probe serve --help` for the MILVUS_PROBE_* variables",
+            )
 
     def pick(option: Option, file_doc: Mapping[str, Any], file_name: str) -> Any:
         if option.key in flags:
@@ -461,8 +547,11 @@ def load(sources: Sources) -> Config:
         or ReadinessSettings.success_threshold,
     )
     if probe.timeout >= probe.interval:
-        issues.add("probe.timeout", f"the timeout ({format_duration(probe.timeout)}) must be "
-                   f"shorter than the interval ({format_duration(probe.interval)})")
+        issues.add(
+            "probe.timeout",
+            f"the timeout ({format_duration(probe.timeout)}) must be "
+            f"shorter than the interval ({format_duration(probe.interval)})",
+        )
 
     targets = _targets(file_doc, file_name, flags, environ, probe, issues)
     if issues.items:
@@ -484,8 +573,10 @@ def _check_file_shape(doc: Mapping[Any, Any], file_name: str, issues: _Issues) -
         if key in ("handler",) or (isinstance(key, str) and key.lower().startswith("pool")):
             continue
         if key not in _FILE_SECTIONS:
-            issues.add(f"{file_name}: {key}", f"unknown key; expected one of "
-                       f"{', '.join(sorted(_FILE_SECTIONS))}")
+            issues.add(
+                f"{file_name}: {key}",
+                f"unknown key; expected one of {', '.join(sorted(_FILE_SECTIONS))}",
+            )
     for section in ("probe", "readiness"):
         block = doc.get(section)
         if block is None:
@@ -500,8 +591,10 @@ def _check_file_shape(doc: Mapping[Any, Any], file_name: str, issues: _Issues) -
             if key == "handler" or (isinstance(key, str) and key.lower().startswith("pool")):
                 continue
             if key not in known:
-                issues.add(f"{file_name}: {section}.{key}",
-                           f"unknown key; expected one of {', '.join(sorted(known))}")
+                issues.add(
+                    f"{file_name}: {section}.{key}",
+                    f"unknown key; expected one of {', '.join(sorted(known))}",
+                )
 
 
 def _targets(
@@ -563,14 +656,18 @@ def _targets(
 _ALIAS = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")
 
 
-def _target(raw: dict[str, Any], where: str, probe: ProbeSettings, issues: _Issues) -> Target | None:
+def _target(
+    raw: dict[str, Any], where: str, probe: ProbeSettings, issues: _Issues
+) -> Target | None:
     before = len(issues.items)
     _check_pool_and_handler(raw, f"{where}.", issues)
     for key in raw:
         if key == "handler" or (isinstance(key, str) and key.lower().startswith("pool")):
             continue
         if key not in _TARGET_KEYS:
-            issues.add(f"{where}.{key}", f"unknown key; expected one of {', '.join(sorted(_TARGET_KEYS))}")
+            issues.add(
+                f"{where}.{key}", f"unknown key; expected one of {', '.join(sorted(_TARGET_KEYS))}"
+            )
 
     def get(key: str, parse: Callable[[Any], Any] = _string) -> Any:
         if key not in raw or raw[key] is None:
@@ -601,29 +698,42 @@ def _target(raw: dict[str, Any], where: str, probe: ProbeSettings, issues: _Issu
 
     db_name = get("db_name") or ""
     if uri_db and db_name and uri_db != db_name:
-        issues.add(f"{where}.db_name", f"the uri names database {uri_db!r} but db_name is "
-                   f"{db_name!r}")
+        issues.add(
+            f"{where}.db_name", f"the uri names database {uri_db!r} but db_name is {db_name!r}"
+        )
     db_name = db_name or uri_db or ""
 
     credentials = _credentials(raw, where, get, issues)
 
-    tls_values = {k: get(k) for k in ("server_pem_path", "server_name", "client_pem_path",
-                                      "client_key_path", "ca_pem_path")}
+    tls_values = {
+        k: get(k)
+        for k in (
+            "server_pem_path",
+            "server_name",
+            "client_pem_path",
+            "client_key_path",
+            "ca_pem_path",
+        )
+    }
     tls_files = {k: v for k, v in tls_values.items() if v and k != "server_name"}
     use_tls = bool(secure) or uri_secure or (secure is None and bool(tls_files))
     if tls_files and secure is False:
         issues.add(f"{where}.secure", f"{', '.join(sorted(tls_files))} set but secure is false")
     if bool(tls_values["client_pem_path"]) != bool(tls_values["client_key_path"]):
-        issues.add(f"{where}.client_key_path", "mutual TLS needs both client_pem_path and "
-                   "client_key_path")
+        issues.add(
+            f"{where}.client_key_path", "mutual TLS needs both client_pem_path and client_key_path"
+        )
     for key, path in tls_files.items():
         _check_readable(path, f"{where}.{key}", issues)
 
     interval = get("interval", parse_duration) or probe.interval
     timeout = get("timeout", parse_duration) or probe.timeout
     if timeout >= interval and ("interval" in raw or "timeout" in raw):
-        issues.add(f"{where}.timeout", f"the timeout ({format_duration(timeout)}) must be "
-                   f"shorter than the interval ({format_duration(interval)})")
+        issues.add(
+            f"{where}.timeout",
+            f"the timeout ({format_duration(timeout)}) must be "
+            f"shorter than the interval ({format_duration(interval)})",
+        )
 
     if len(issues.items) > before:
         return None
@@ -683,8 +793,10 @@ def _parse_uri(uri: str) -> tuple[str, int, str | None, bool] | str:
         return "must not be empty"
     if "://" not in text:
         if text.endswith(".db") or text.startswith(("/", ".")):
-            return (f"{uri!r} looks like a milvus-lite local file; the probe needs a server: "
-                    "run `milvus-lite server` and give its host:port")
+            return (
+                f"{uri!r} looks like a milvus-lite local file; the probe needs a server: "
+                "run `milvus-lite server` and give its host:port"
+            )
         text = "http://" + text
     parts = urllib.parse.urlsplit(text)
     scheme = parts.scheme.lower()

@@ -102,7 +102,10 @@ class Health:
             return False, "scheduler has not started"
         age = self.clock() - beat
         if age > HEARTBEAT_STALE_AFTER:
-            return False, f"scheduler heartbeat is {age:.1f}s old (limit {HEARTBEAT_STALE_AFTER:g}s)"
+            return (
+                False,
+                f"scheduler heartbeat is {age:.1f}s old (limit {HEARTBEAT_STALE_AFTER:g}s)",
+            )
         return True, "ok"
 
     # ----------------------------------------------------------- targets
@@ -154,9 +157,12 @@ class Health:
                 state.consecutive_successes = 0
                 if state.consecutive_failures >= self.settings.failure_threshold:
                     state.passing = False
-        if previous is not None and previous.success == result.success:
-            if result.success or previous.reason == result.reason:
-                return None
+        if (
+            previous is not None
+            and previous.success == result.success
+            and (result.success or previous.reason == result.reason)
+        ):
+            return None
         return Change(
             alias=result.alias,
             target=result.target,
@@ -190,17 +196,30 @@ class Health:
         last = state.last
         if state.passing:
             if last is not None and not last.success:
-                return Check(name, True, f"ok ({state.consecutive_failures} consecutive failure(s), "
-                             f"last {last.reason}; fails at {self.settings.failure_threshold})",
-                             counts)
+                return Check(
+                    name,
+                    True,
+                    f"ok ({state.consecutive_failures} consecutive failure(s), "
+                    f"last {last.reason}; fails at {self.settings.failure_threshold})",
+                    counts,
+                )
             return Check(name, True, "ok", counts)
         if last is None:
             return Check(name, False, "no probe has finished yet", counts)
         if last.success:
-            return Check(name, False, f"{state.consecutive_successes} consecutive success(es); "
-                         f"passes at {self.settings.success_threshold}", counts)
-        return Check(name, False, f"failing: {last.reason} ({state.consecutive_failures} "
-                     "consecutive failure(s))", counts)
+            return Check(
+                name,
+                False,
+                f"{state.consecutive_successes} consecutive success(es); "
+                f"passes at {self.settings.success_threshold}",
+                counts,
+            )
+        return Check(
+            name,
+            False,
+            f"failing: {last.reason} ({state.consecutive_failures} consecutive failure(s))",
+            counts,
+        )
 
     def ready(self) -> tuple[bool, list[Check]]:
         """Overall readiness under the policy, with every check for `?verbose`."""
@@ -209,25 +228,41 @@ class Health:
             checks = [
                 Check("config", True, "loaded"),
                 Check("server", self._server_up, "listening" if self._server_up else "not started"),
-                Check("shutdown", not self._stopping,
-                      "shutting down" if self._stopping else "not in progress"),
+                Check(
+                    "shutdown",
+                    not self._stopping,
+                    "shutting down" if self._stopping else "not in progress",
+                ),
             ]
             if policy is ReadinessPolicy.SELF:
                 pending = len(self._first_round)
-                checks.append(Check("first-round", pending == 0, "done" if pending == 0
-                                    else f"{pending} target(s) not probed yet"))
-            targets = [self._target_check(s, counts=policy is not ReadinessPolicy.SELF)
-                       for s in self._states.values()]
+                checks.append(
+                    Check(
+                        "first-round",
+                        pending == 0,
+                        "done" if pending == 0 else f"{pending} target(s) not probed yet",
+                    )
+                )
+            targets = [
+                self._target_check(s, counts=policy is not ReadinessPolicy.SELF)
+                for s in self._states.values()
+            ]
         counted = [c for c in checks if c.counts]
         ok = all(c.ok for c in counted)
         if policy is ReadinessPolicy.ANY:
             passing = sum(c.ok for c in targets)
-            checks.append(Check("policy:any", passing > 0,
-                                f"{passing} of {len(targets)} target(s) passing"))
+            checks.append(
+                Check("policy:any", passing > 0, f"{passing} of {len(targets)} target(s) passing")
+            )
             ok = ok and passing > 0
         elif policy is ReadinessPolicy.ALL:
             passing = sum(c.ok for c in targets)
-            checks.append(Check("policy:all", passing == len(targets),
-                                f"{passing} of {len(targets)} target(s) passing"))
+            checks.append(
+                Check(
+                    "policy:all",
+                    passing == len(targets),
+                    f"{passing} of {len(targets)} target(s) passing",
+                )
+            )
             ok = ok and passing == len(targets)
         return ok, checks + targets

@@ -8,10 +8,19 @@ import sys
 import time
 from typing import Any
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-           "error": logging.ERROR}
-_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn",
-          logging.ERROR: "error", logging.CRITICAL: "error"}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+_NAMES = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warn",
+    logging.ERROR: "error",
+    logging.CRITICAL: "error",
+}
 
 
 def fields(**values: Any) -> dict[str, Any]:

@@ -6,13 +6,14 @@ target is added (so they start at 0) and removed when it goes away. A sample::
     milvus_probe_attempts_total{alias="default",target="localhost:19530"} 42.0
     milvus_probe_failures_total{alias="default",reason="refused",target="localhost:19530"} 3.0
     milvus_probe_success{alias="default",target="localhost:19530"} 1.0
-    milvus_probe_phase_duration_seconds_bucket{alias="default",phase="connect",target="...",le="0.001"} 40.0
+    milvus_probe_phase_duration_seconds_bucket{alias="default",phase="connect",...,le="0.001"} 40.0
     milvus_probe_connections_opened_total{alias="default",target="localhost:19530"} 42.0
-    milvus_probe_server_info{alias="default",build_time="",deploy_mode="STANDALONE",git_commit="...",go_version="go1.20",target="...",version="v2.3.5"} 1.0
+    milvus_probe_server_info{alias="default",deploy_mode="STANDALONE",...,version="v2.3.5"} 1.0
 """
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import threading
 from collections.abc import Iterable, Iterator
@@ -55,7 +56,8 @@ class _ConnectionCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         opened = CounterMetricFamily(
-            f"{PREFIX}_connections_opened", "Channels (fresh connections) opened.",
+            f"{PREFIX}_connections_opened",
+            "Channels (fresh connections) opened.",
             labels=TARGET_LABELS,
         )
         closed = CounterMetricFamily(
@@ -90,45 +92,63 @@ class ProbeMetrics:
             f"{PREFIX}_attempts", "Probe cycles run.", labels, registry=registry
         )
         self.failures = Counter(
-            f"{PREFIX}_failures", "Failed probe cycles, by reason.", (*labels, "reason"),
+            f"{PREFIX}_failures",
+            "Failed probe cycles, by reason.",
+            (*labels, "reason"),
             registry=registry,
         )
         self.success = Gauge(
             f"{PREFIX}_success", "1 if the last cycle succeeded, else 0.", labels, registry=registry
         )
         self.duration = Histogram(
-            f"{PREFIX}_duration_seconds", "Whole cycle: resolve, connect, RPC(s) and close.",
-            labels, buckets=buckets, registry=registry,
+            f"{PREFIX}_duration_seconds",
+            "Whole cycle: resolve, connect, RPC(s) and close.",
+            labels,
+            buckets=buckets,
+            registry=registry,
         )
         self.phase_duration = Histogram(
-            f"{PREFIX}_phase_duration_seconds", "Time spent in each phase of a cycle.",
-            (*labels, "phase"), buckets=buckets, registry=registry,
+            f"{PREFIX}_phase_duration_seconds",
+            "Time spent in each phase of a cycle.",
+            (*labels, "phase"),
+            buckets=buckets,
+            registry=registry,
         )
         self.last_success = Gauge(
             f"{PREFIX}_last_success_timestamp_seconds",
-            "Unix time the last successful cycle started.", labels, registry=registry,
+            "Unix time the last successful cycle started.",
+            labels,
+            registry=registry,
         )
         self.healthy = Gauge(
-            f"{PREFIX}_healthy", "CheckHealth's isHealthy in the last answer (check_health only).",
-            labels, registry=registry,
+            f"{PREFIX}_healthy",
+            "CheckHealth's isHealthy in the last answer (check_health only).",
+            labels,
+            registry=registry,
         )
         self.quota_state = Gauge(
             f"{PREFIX}_quota_state",
-            "1 for each quota state in CheckHealth's last answer (state=\"none\": no quota state).",
-            (*labels, "state"), registry=registry,
+            '1 for each quota state in CheckHealth\'s last answer (state="none": no quota state).',
+            (*labels, "state"),
+            registry=registry,
         )
         self.server_info = Gauge(
-            f"{PREFIX}_server_info", "What Milvus says about itself (Connect, GetVersion); 1.",
-            (*labels, *SERVER_INFO_LABELS), registry=registry,
+            f"{PREFIX}_server_info",
+            "What Milvus says about itself (Connect, GetVersion); 1.",
+            (*labels, *SERVER_INFO_LABELS),
+            registry=registry,
         )
         self.missed = Counter(
             f"{PREFIX}_missed_cycles",
             "Cycles skipped because the previous one had not finished or no worker was free.",
-            labels, registry=registry,
+            labels,
+            registry=registry,
         )
         self.schedule_lag = Histogram(
-            f"{PREFIX}_schedule_lag_seconds", "How late cycles start compared with their schedule.",
-            buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0), registry=registry,
+            f"{PREFIX}_schedule_lag_seconds",
+            "How late cycles start compared with their schedule.",
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
+            registry=registry,
         )
         self.targets = Gauge(f"{PREFIX}_targets", "Targets being probed.", registry=registry)
         self.reload_failures = Counter(
@@ -136,17 +156,21 @@ class ProbeMetrics:
         )
         self.reload_success = Gauge(
             f"{PREFIX}_config_last_reload_successful",
-            "1 if the last configuration reload succeeded.", registry=registry,
+            "1 if the last configuration reload succeeded.",
+            registry=registry,
         )
         self.reload_success.set(1)
         self.reload_timestamp = Gauge(
             f"{PREFIX}_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful configuration load.", registry=registry,
+            "Unix time of the last successful configuration load.",
+            registry=registry,
         )
         self.reload_timestamp.set_to_current_time()
         build = Gauge(
-            f"{PREFIX}_build_info", "milvus-probe version and runtime; 1.",
-            ("version", "python_version", "grpcio_version"), registry=registry,
+            f"{PREFIX}_build_info",
+            "milvus-probe version and runtime; 1.",
+            ("version", "python_version", "grpcio_version"),
+            registry=registry,
         )
         build.labels(probe.__version__, platform.python_version(), grpc.__version__).set(1)
 
@@ -183,8 +207,14 @@ class ProbeMetrics:
             self._known.discard(key)
             self._rpc.pop(key, None)
             info = self._server_info.pop(key, None)
-        for metric in (self.attempts, self.success, self.duration, self.last_success,
-                       self.missed, self.healthy):
+        for metric in (
+            self.attempts,
+            self.success,
+            self.duration,
+            self.last_success,
+            self.missed,
+            self.healthy,
+        ):
             _remove(metric, key)
         for reason in FailureReason:
             _remove(self.failures, (*key, reason.value))
@@ -222,6 +252,7 @@ class ProbeMetrics:
         with self._lock:
             previous = self._server_info.get(key)
         version = result.version or (previous[0] if previous else "")
+        values: tuple[str, ...]
         if si is not None:
             values = (version, si.git_commit, si.go_version, si.deploy_mode, si.build_time)
         elif previous is not None:
@@ -241,7 +272,5 @@ class ProbeMetrics:
 
 
 def _remove(metric: Counter | Gauge | Histogram, labels: tuple[str, ...]) -> None:
-    try:
+    with contextlib.suppress(KeyError):
         metric.remove(*labels)
-    except KeyError:
-        pass

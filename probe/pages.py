@@ -102,8 +102,12 @@ def trace_json(result: ProbeResult, state: TargetState | None = None) -> str:
     body: dict[str, Any] = result.to_dict()
     if state is not None:
         body["history"] = [
-            {"started_at": h.started_at, "duration_seconds": h.duration,
-             "success": h.success, "reason": str(h.reason) if h.reason else None}
+            {
+                "started_at": h.started_at,
+                "duration_seconds": h.duration,
+                "success": h.success,
+                "reason": str(h.reason) if h.reason else None,
+            }
             for h in state.history
         ]
     return json.dumps(body, indent=2) + "\n"
@@ -129,6 +133,7 @@ table{border-collapse:collapse;margin-top:1em}
 th,td{padding:.35em .7em;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:middle}
 th{font-weight:600;background:#f5f7f9}
 .up{color:#137333;font-weight:600}.down{color:#b3261e;font-weight:600}.unknown{color:#6b7280}
+td.mono,td.nowrap{white-space:nowrap}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.92em}
 .muted{color:#6b7280}
 nav a{margin-right:1em}
@@ -146,24 +151,36 @@ def sparkline(history: Sequence[HistoryEntry], width: int = 240, height: int = 3
     for i, h in enumerate(history):
         x = i * step if len(history) > 1 else width / 2
         y = height - 2 - (h.duration / top) * (height - 4)
-        title = html.escape(f"{_iso(h.started_at)} {_ms(h.duration)} "
-                            f"{'ok' if h.success else h.reason}")
+        title = html.escape(
+            f"{_iso(h.started_at)} {_ms(h.duration)} {'ok' if h.success else h.reason}"
+        )
         if h.success:
             points.append(f"{x:.1f},{y:.1f}")
-            marks.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="#1a73e8">'
-                         f"<title>{title}</title></circle>")
+            marks.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="#1a73e8">'
+                f"<title>{title}</title></circle>"
+            )
         else:
-            marks.append(f'<rect x="{x - 1.5:.1f}" y="0" width="3" height="{height}" '
-                         f'fill="#d93025"><title>{title}</title></rect>')
-    line = (f'<polyline fill="none" stroke="#1a73e8" stroke-width="1.2" '
-            f'points="{" ".join(points)}"/>' if len(points) > 1 else "")
+            marks.append(
+                f'<rect x="{x - 1.5:.1f}" y="0" width="3" height="{height}" '
+                f'fill="#d93025"><title>{title}</title></rect>'
+            )
+    line = (
+        f'<polyline fill="none" stroke="#1a73e8" stroke-width="1.2" points="{" ".join(points)}"/>'
+        if len(points) > 1
+        else ""
+    )
     label = f"max {_ms(top)}"
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'role="img" aria-label="latency of the last {len(history)} cycles, {label}">'
-            f"{line}{''.join(marks)}</svg> <span class=\"muted\">{html.escape(label)}</span>")
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="latency of the last {len(history)} cycles, {label}">'
+        f'{line}{"".join(marks)}</svg> <span class="muted">{html.escape(label)}</span>'
+    )
 
 
-def status_page(states: Sequence[TargetState], ready: bool, live: bool, started: float) -> str:
+def status_page(
+    states: Sequence[TargetState], ready: bool, live: bool, started: float, profiling: bool = False
+) -> str:
     esc = html.escape
     rows = []
     for state in states:
@@ -186,7 +203,7 @@ def status_page(states: Sequence[TargetState], ready: bool, live: bool, started:
             f"<td>{'yes' if state.passing else 'no'}</td>"
             f"<td class=mono>{esc(version or '-')}</td>"
             f"<td>{sparkline(list(state.history))}</td>"
-            f'<td><a href="probe?alias={alias_q}">probe now</a> · '
+            f'<td class=nowrap><a href="probe?alias={alias_q}">probe now</a> · '
             f'<a href="readyz/{alias_q}">readyz</a></td>'
             "</tr>"
         )
@@ -199,15 +216,16 @@ def status_page(states: Sequence[TargetState], ready: bool, live: bool, started:
 <body>
 <h1>milvus-probe</h1>
 <div class="muted">version {esc(probe.__version__)} · up {uptime} ·
-live: <span class="{'up' if live else 'down'}">{'yes' if live else 'no'}</span> ·
-ready: <span class="{'up' if ready else 'down'}">{'yes' if ready else 'no'}</span> ·
+live: <span class="{"up" if live else "down"}">{"yes" if live else "no"}</span> ·
+ready: <span class="{"up" if ready else "down"}">{"yes" if ready else "no"}</span> ·
 refreshes every 10 s</div>
-<nav style="margin-top:.6em"><a href="metrics">/metrics</a><a href="readyz?verbose">/readyz?verbose</a>
-<a href="healthz">/healthz</a><a href="debug/pprof/">/debug/pprof/</a></nav>
+<nav style="margin-top:.6em"><a href="metrics">/metrics</a>
+<a href="readyz?verbose">/readyz?verbose</a> <a href="healthz">/healthz</a>
+{'<a href="debug/pprof/">/debug/pprof/</a>' if profiling else ""}</nav>
 <table>
 <tr><th>alias</th><th>target</th><th>last</th><th>detail</th><th>passing</th><th>version</th>
 <th>latency, last cycles</th><th></th></tr>
-{''.join(rows)}
+{"".join(rows)}
 </table>
 </body></html>
 """

@@ -240,18 +240,26 @@ class Prober:
         cycle.phases[Phase.RESOLVE] = clock() - t
         cycle.addresses = tuple(addresses)
         if clock() >= deadline:
-            raise _Failed(FailureReason.TIMEOUT, Phase.RESOLVE,
-                          f"resolving {target.host!r} took longer than the {target.timeout:g}s timeout")
+            raise _Failed(
+                FailureReason.TIMEOUT,
+                Phase.RESOLVE,
+                f"resolving {target.host!r} took longer than the {target.timeout:g}s timeout",
+            )
 
         t = clock()
         try:
             channel = self.factory.new_channel(target, grpc_target)
         except OSError as exc:
-            raise _Failed(FailureReason.ERROR, Phase.CONNECT,
-                          f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
+            raise _Failed(
+                FailureReason.ERROR,
+                Phase.CONNECT,
+                f"cannot read TLS file {exc.filename}: {exc.strerror}",
+            ) from None
         key = (target.alias, target.address)
         if not self.ledger.opened(key, channel):
-            raise _Failed(FailureReason.ERROR, Phase.CONNECT, "cancelled: the probe is shutting down")
+            raise _Failed(
+                FailureReason.ERROR, Phase.CONNECT, "cancelled: the probe is shutting down"
+            )
         try:
             self._on_channel(target, info, cycle, channel, md, deadline, t)
         finally:
@@ -274,10 +282,15 @@ class Prober:
         state = wait_until_ready(channel, deadline, clock)
         cycle.phases[Phase.CONNECT] = clock() - connect_start
         if state is ChannelState.TIMEOUT:
-            raise _Failed(FailureReason.TIMEOUT, Phase.CONNECT,
-                          f"no usable connection to {target.address} within {target.timeout:g}s")
+            raise _Failed(
+                FailureReason.TIMEOUT,
+                Phase.CONNECT,
+                f"no usable connection to {target.address} within {target.timeout:g}s",
+            )
         if state is ChannelState.CLOSED:
-            raise _Failed(FailureReason.ERROR, Phase.CONNECT, "cancelled: the probe is shutting down")
+            raise _Failed(
+                FailureReason.ERROR, Phase.CONNECT, "cancelled: the probe is shutting down"
+            )
         if state is ChannelState.FAILED:
             # The attempt failed; a fail-fast call on the channel returns the reason
             # (refused, TLS, not HTTP/2, ...) at once instead of waiting out the deadline.
@@ -285,8 +298,11 @@ class Prober:
                 self._call(target, channel, md, deadline)
             except grpc.RpcError as exc:
                 raise self._rpc_failure(exc, target, Phase.CONNECT, connecting=True) from None
-            raise _Failed(FailureReason.UNAVAILABLE, Phase.CONNECT,
-                          "the connection failed, then recovered within the cycle")
+            raise _Failed(
+                FailureReason.UNAVAILABLE,
+                Phase.CONNECT,
+                "the connection failed, then recovered within the cycle",
+            )
 
         t = clock()
         try:
@@ -321,8 +337,12 @@ class Prober:
         method = "GetVersion" if target.rpc is RpcMethod.GET_VERSION else "CheckHealth"
         reason = classify_status(response.status)
         if reason is not None:
-            raise _Failed(reason, Phase.RPC, _status_text(method, response.status),
-                          status_code=response.status.code or response.status.error_code)
+            raise _Failed(
+                reason,
+                Phase.RPC,
+                _status_text(method, response.status),
+                status_code=response.status.code or response.status.error_code,
+            )
         if isinstance(response, wire.GetVersionResponse):
             cycle.version = response.version
             return
@@ -333,8 +353,9 @@ class Prober:
         )
         if not response.isHealthy:
             why = "; ".join(cycle.health_reasons) or "no reason given"
-            raise _Failed(FailureReason.UNHEALTHY, Phase.RPC,
-                          f"Milvus reports it is not healthy: {why}")
+            raise _Failed(
+                FailureReason.UNHEALTHY, Phase.RPC, f"Milvus reports it is not healthy: {why}"
+            )
 
     def _info(
         self,
@@ -362,8 +383,12 @@ class Prober:
             else:
                 reason = classify_status(answer.status)
                 if reason is not None:
-                    raise _Failed(reason, Phase.INFO, _status_text("Connect", answer.status),
-                                  status_code=answer.status.code or answer.status.error_code)
+                    raise _Failed(
+                        reason,
+                        Phase.INFO,
+                        _status_text("Connect", answer.status),
+                        status_code=answer.status.code or answer.status.error_code,
+                    )
                 si = answer.server_info
                 cycle.server_info = ServerInfo(
                     build_tags=si.build_tags,
@@ -379,8 +404,12 @@ class Prober:
                 raise self._rpc_failure(exc, target, Phase.INFO, connecting=False) from None
             reason = classify_status(version.status)
             if reason is not None:
-                raise _Failed(reason, Phase.INFO, _status_text("GetVersion", version.status),
-                              status_code=version.status.code or version.status.error_code)
+                raise _Failed(
+                    reason,
+                    Phase.INFO,
+                    _status_text("GetVersion", version.status),
+                    status_code=version.status.code or version.status.error_code,
+                )
             cycle.version = version.version
 
     @staticmethod

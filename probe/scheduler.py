@@ -90,7 +90,9 @@ class Scheduler:
                 phase = self._rng.uniform(0, target.interval)
                 if entry is None:
                     first = now + self._rng.uniform(0, min(self._spread, target.interval))
-                    entry = _Entry(target, self._generation, phase, first, now + phase + target.interval)
+                    entry = _Entry(
+                        target, self._generation, phase, first, now + phase + target.interval
+                    )
                     self._entries[alias] = entry
                 else:  # the interval changed: a new slot; old queued slots go stale
                     entry.target, entry.generation = target, self._generation
@@ -100,7 +102,9 @@ class Scheduler:
 
     def _push(self, entry: _Entry) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, (entry.next_due, self._seq, entry.target.alias, entry.generation))
+        heapq.heappush(
+            self._heap, (entry.next_due, self._seq, entry.target.alias, entry.generation)
+        )
 
     # ----------------------------------------------------------- running
 
@@ -152,7 +156,7 @@ class Scheduler:
             self._in_flight += 1
             future = self._pool.submit(self._work, entry, due)
             # A cycle cancelled before it started (shutdown) never runs _work.
-            future.add_done_callback(lambda f: f.cancelled() and self._finish(entry))
+            future.add_done_callback(lambda f: self._finish(entry) if f.cancelled() else None)
         # Next slot: on the target's phase grid, never in the past (no catch-up bursts).
         next_due = entry.second_due if entry.second_due is not None else due + interval
         entry.second_due = None

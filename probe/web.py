@@ -32,9 +32,17 @@ StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
-_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 413: "Content Too Large", 429: "Too Many Requests",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class UnknownAlias(LookupError):
@@ -77,9 +85,13 @@ def respond(
     data = body.encode("utf-8") if isinstance(body, str) else body
     start_response(
         f"{status} {_REASONS.get(status, '')}".rstrip(),
-        [("Content-Type", content_type), ("Content-Length", str(len(data))),
-         ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
-         *(headers or [])],
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            *(headers or []),
+        ],
     )
     return [data]
 
@@ -92,8 +104,9 @@ def query(environ: Environ, allowed: Iterable[str]) -> dict[str, str]:
     """The query string as a dict; BadRequest for unknown, repeated or undecodable keys."""
     raw = environ.get("QUERY_STRING", "")
     try:
-        pairs = urllib.parse.parse_qsl(raw, keep_blank_values=True, errors="strict",
-                                       max_num_fields=32)
+        pairs = urllib.parse.parse_qsl(
+            raw, keep_blank_values=True, errors="strict", max_num_fields=32
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"cannot parse the query string: {exc}") from None
     allowed = set(allowed)
@@ -142,8 +155,11 @@ class Router:
         except BadRequest as exc:
             return respond(start_response, 400, f"{exc}\n")
         except Exception:
-            logger.exception("management request failed: %s %s",
-                             environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            logger.exception(
+                "management request failed: %s %s",
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+            )
             return respond(start_response, 500, "internal error; see the probe's log\n")
 
     def _dispatch(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -153,8 +169,12 @@ class Router:
         if not length.isdigit():
             raise BadRequest("Content-Length is not a number")
         if int(length) > MAX_BODY:
-            return respond(start_response, 413, f"request body over {MAX_BODY} bytes\n",
-                           headers=[("Connection", "close")])
+            return respond(
+                start_response,
+                413,
+                f"request body over {MAX_BODY} bytes\n",
+                headers=[("Connection", "close")],
+            )
 
         if path.startswith("/debug/pprof"):
             if self.pprof is None:
@@ -171,17 +191,30 @@ class Router:
             body = get(environ, start_response)
             return [] if isinstance(body, list) else body
         if method not in handlers:
-            return respond(start_response, 405, f"{method} is not allowed on {path}; use "
-                           f"{' or '.join(allowed)}\n", headers=[("Allow", ", ".join(allowed))])
+            return respond(
+                start_response,
+                405,
+                f"{method} is not allowed on {path}; use {' or '.join(allowed)}\n",
+                headers=[("Allow", ", ".join(allowed))],
+            )
         return handlers[method](environ, start_response)
 
     @staticmethod
-    def _only(method: str, allowed: tuple[str, ...], environ: Environ,
-              start_response: StartResponse, handler: Handler) -> Iterable[bytes]:
+    def _only(
+        method: str,
+        allowed: tuple[str, ...],
+        environ: Environ,
+        start_response: StartResponse,
+        handler: Handler,
+    ) -> Iterable[bytes]:
         if method == "HEAD" or method in allowed:
             return handler(environ, start_response)
-        return respond(start_response, 405, f"{method} is not allowed here; use "
-                       f"{' or '.join(allowed)}\n", headers=[("Allow", ", ".join(allowed))])
+        return respond(
+            start_response,
+            405,
+            f"{method} is not allowed here; use {' or '.join(allowed)}\n",
+            headers=[("Allow", ", ".join(allowed))],
+        )
 
     # ----------------------------------------------------------- handlers
 
@@ -212,14 +245,15 @@ class Router:
 
     def _target_ready(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         params = query(environ, ("verbose",))
-        alias = _path(environ)[len("/readyz/"):]
+        alias = _path(environ)[len("/readyz/") :]
         check = self.api.target_check(alias)
         if check is None:
             return respond(start_response, 404, f"no target with alias {alias!r}\n")
         status = 200 if check.ok else 503
         if "verbose" in params:
-            return respond(start_response, status, pages.checks_text(f"readyz/{alias}",
-                                                                     check.ok, [check]))
+            return respond(
+                start_response, status, pages.checks_text(f"readyz/{alias}", check.ok, [check])
+            )
         return respond(start_response, status, "OK\n" if check.ok else f"{check.message}\n")
 
     def _probe(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -310,13 +344,18 @@ class ManagementServer:
             shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             hint = ""
             if exc.errno in (98, 48):
-                hint = (" — another process (Milvus itself uses 9091, or another milvus-probe) "
-                        "holds the port; choose another with --web.listen-address")
-            raise ListenError(exc.errno, f"cannot listen on {shown}: {exc.strerror}{hint}") from None
+                hint = (
+                    " — another process (Milvus itself uses 9091, or another milvus-probe) "
+                    "holds the port; choose another with --web.listen-address"
+                )
+            raise ListenError(
+                exc.errno, f"cannot listen on {shown}: {exc.strerror}{hint}"
+            ) from None
         server.set_app(app)
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="http", daemon=True,
-                                        kwargs={"poll_interval": 0.1})
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="http", daemon=True, kwargs={"poll_interval": 0.1}
+        )
 
     @property
     def port(self) -> int:

@@ -57,8 +57,14 @@ def target(**fields: Any) -> Target:
     return config.targets[0]
 
 
-def http_get(port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None,
-             body: bytes | None = None, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+def http_get(
+    port: int,
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
@@ -99,8 +105,10 @@ def milvus_lite_binary() -> str:
         return str(found)
     which = shutil.which("milvus-lite")
     if which is None:
-        raise RuntimeError("milvus-lite is not installed: `pip install -e .[test]` "
-                           "(make test does it) installs milvus-lite==3.2.2 and pymilvus")
+        raise RuntimeError(
+            "milvus-lite is not installed: `pip install -e .[test]` "
+            "(make test does it) installs milvus-lite==3.2.2 and pymilvus"
+        )
     return which
 
 
@@ -109,9 +117,18 @@ def start_milvus_lite(data_dir: Path, port: int | None = None) -> MilvusLite:
     log_path = data_dir / "milvus-lite.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [milvus_lite_binary(), "server", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-             "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                milvus_lite_binary(),
+                "server",
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = MilvusLite(port, process, log_path)
 
@@ -120,9 +137,11 @@ def start_milvus_lite(data_dir: Path, port: int | None = None) -> MilvusLite:
             raise RuntimeError(f"milvus-lite exited: {log_path.read_text()[-2000:]}")
         channel = grpc.insecure_channel(server.address)
         try:
-            call = channel.unary_unary(f"/{SERVICE}/CheckHealth",
-                                       request_serializer=wire.CheckHealthRequest.SerializeToString,
-                                       response_deserializer=wire.CheckHealthResponse.FromString)
+            call = channel.unary_unary(
+                f"/{SERVICE}/CheckHealth",
+                request_serializer=wire.CheckHealthRequest.SerializeToString,
+                response_deserializer=wire.CheckHealthResponse.FromString,
+            )
             return bool(call(wire.CheckHealthRequest(), timeout=1).isHealthy)
         except grpc.RpcError:
             return False
@@ -159,8 +178,14 @@ class MilvusDouble:
     quota states on demand; this double can. It records the metadata it receives.
     """
 
-    def __init__(self, behaviour: Behaviour | None = None, *, tls: Any = None,
-                 services: bool = True, connect: bool = True) -> None:
+    def __init__(
+        self,
+        behaviour: Behaviour | None = None,
+        *,
+        tls: Any = None,
+        services: bool = True,
+        connect: bool = True,
+    ) -> None:
         self.behaviour = behaviour or Behaviour()
         self.calls: list[tuple[str, dict[str, str]]] = []
         self._lock = threading.Lock()
@@ -168,19 +193,26 @@ class MilvusDouble:
         if services:
             handlers = {
                 "Connect": grpc.unary_unary_rpc_method_handler(
-                    self._connect, wire.ConnectRequest.FromString,
-                    wire.ConnectResponse.SerializeToString),
+                    self._connect,
+                    wire.ConnectRequest.FromString,
+                    wire.ConnectResponse.SerializeToString,
+                ),
                 "CheckHealth": grpc.unary_unary_rpc_method_handler(
-                    self._check_health, wire.CheckHealthRequest.FromString,
-                    wire.CheckHealthResponse.SerializeToString),
+                    self._check_health,
+                    wire.CheckHealthRequest.FromString,
+                    wire.CheckHealthResponse.SerializeToString,
+                ),
                 "GetVersion": grpc.unary_unary_rpc_method_handler(
-                    self._get_version, wire.GetVersionRequest.FromString,
-                    wire.GetVersionResponse.SerializeToString),
+                    self._get_version,
+                    wire.GetVersionRequest.FromString,
+                    wire.GetVersionResponse.SerializeToString,
+                ),
             }
             if not connect:  # Milvus before 2.3 has no Connect RPC
                 del handlers["Connect"]
             self.server.add_generic_rpc_handlers(
-                (grpc.method_handlers_generic_handler(SERVICE, handlers),))
+                (grpc.method_handlers_generic_handler(SERVICE, handlers),)
+            )
         if tls is None:
             self.port = self.server.add_insecure_port("127.0.0.1:0")
         else:
@@ -207,8 +239,10 @@ class MilvusDouble:
         if token is not None:
             expected = base64.b64encode(token.encode()).decode()
             if md.get("authorization") != expected:
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "auth check failure, please check "
-                              "username and password are correct")
+                context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "auth check failure, please check username and password are correct",
+                )
         return md
 
     def _connect(self, request: wire.ConnectRequest, context: grpc.ServicerContext) -> Any:
@@ -217,13 +251,18 @@ class MilvusDouble:
             self.connect_requests.append(request)
         db = md.get("dbname", "default")
         if db not in self.behaviour.databases:
-            return wire.ConnectResponse(status=wire.Status(
-                code=800, reason=f"database not found[database={db}]"))
+            return wire.ConnectResponse(
+                status=wire.Status(code=800, reason=f"database not found[database={db}]")
+            )
         return wire.ConnectResponse(
             status=wire.Status(),
-            server_info=wire.ServerInfo(build_tags=self.behaviour.version, git_commit="abc123",
-                                        go_version="go1.22", deploy_mode="STANDALONE",
-                                        build_time="2026-01-01"),
+            server_info=wire.ServerInfo(
+                build_tags=self.behaviour.version,
+                git_commit="abc123",
+                go_version="go1.22",
+                deploy_mode="STANDALONE",
+                build_time="2026-01-01",
+            ),
             identifier=42,
         )
 
@@ -233,16 +272,22 @@ class MilvusDouble:
             time.sleep(self.behaviour.check_health_delay)
         b = self.behaviour
         if b.status_code:
-            return wire.CheckHealthResponse(status=wire.Status(code=b.status_code,
-                                                               reason="service not ready"))
-        return wire.CheckHealthResponse(status=wire.Status(), isHealthy=b.healthy,
-                                        reasons=b.reasons, quota_states=b.quota_states)
+            return wire.CheckHealthResponse(
+                status=wire.Status(code=b.status_code, reason="service not ready")
+            )
+        return wire.CheckHealthResponse(
+            status=wire.Status(),
+            isHealthy=b.healthy,
+            reasons=b.reasons,
+            quota_states=b.quota_states,
+        )
 
     def _get_version(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._enter("GetVersion", context)
         if self.behaviour.status_code:
-            return wire.GetVersionResponse(status=wire.Status(code=self.behaviour.status_code,
-                                                              reason="service not ready"))
+            return wire.GetVersionResponse(
+                status=wire.Status(code=self.behaviour.status_code, reason="service not ready")
+            )
         return wire.GetVersionResponse(status=wire.Status(), version=self.behaviour.version)
 
 
@@ -299,13 +344,14 @@ class CountingProxy:
                 self.accepted += 1
             upstream = socket.create_connection(self.upstream)
             pair = _Pair(client, upstream)
-            threading.Thread(target=self._pipe, args=(client, upstream, True, pair),
-                             daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False, pair),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._pipe, args=(client, upstream, True, pair), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._pipe, args=(upstream, client, False, pair), daemon=True
+            ).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool,
-              pair: _Pair) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool, pair: _Pair) -> None:
         try:
             while True:
                 data = src.recv(65536)
@@ -391,8 +437,9 @@ class Certs:
     def server_credentials(self, mutual: bool = False) -> grpc.ServerCredentials:
         pair = (self.server_key.read_bytes(), self.server_cert.read_bytes())
         if mutual:
-            return grpc.ssl_server_credentials([pair], root_certificates=self.ca.read_bytes(),
-                                               require_client_auth=True)
+            return grpc.ssl_server_credentials(
+                [pair], root_certificates=self.ca.read_bytes(), require_client_auth=True
+            )
         return grpc.ssl_server_credentials([pair])
 
 
@@ -412,36 +459,55 @@ def make_certs(directory: Path) -> Certs:
         return ec.generate_private_key(ec.SECP256R1())
 
     def write_key(k: ec.EllipticCurvePrivateKey, path: Path) -> None:
-        path.write_bytes(k.private_bytes(serialization.Encoding.PEM,
-                                         serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+        path.write_bytes(
+            k.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
 
     def ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         k = key()
-        cert = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn))
-                .public_key(k.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .sign(k, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(name(cn))
+            .public_key(k.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(k, hashes.SHA256())
+        )
         return cert, k
 
-    def leaf(cn: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
-             server: bool) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    def leaf(
+        cn: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], server: bool
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         k = key()
-        builder = (x509.CertificateBuilder().subject_name(name(cn))
-                   .issuer_name(issuer[0].subject).public_key(k.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=1)))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(issuer[0].subject)
+            .public_key(k.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
         if server:
-            builder = builder.add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False).add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            ).add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
         else:
             builder = builder.add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            )
         return builder.sign(issuer[1], hashes.SHA256()), k
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -450,14 +516,25 @@ def make_certs(directory: Path) -> Certs:
     server = leaf("localhost", root, server=True)
     client = leaf("milvus-probe-client", root, server=False)
     paths = {}
-    for label, cert in (("ca", root[0]), ("other_ca", other[0]), ("server", server[0]),
-                        ("client", client[0])):
+    for label, cert in (
+        ("ca", root[0]),
+        ("other_ca", other[0]),
+        ("server", server[0]),
+        ("client", client[0]),
+    ):
         paths[label] = directory / f"{label}.pem"
         paths[label].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     write_key(server[1], directory / "server.key")
     write_key(client[1], directory / "client.key")
-    return Certs(directory, paths["ca"], paths["server"], directory / "server.key",
-                 paths["client"], directory / "client.key", paths["other_ca"])
+    return Certs(
+        directory,
+        paths["ca"],
+        paths["server"],
+        directory / "server.key",
+        paths["client"],
+        directory / "client.key",
+        paths["other_ca"],
+    )
 
 
 def open_fds() -> int:

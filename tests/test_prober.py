@@ -29,8 +29,7 @@ def test_real_milvus_answers_with_version_and_server_info(milvus: MilvusLite) ->
     assert result.quota_states == ()
     assert result.version == "milvus_lite-3.2.2"
     assert result.server_info is not None and result.server_info.deploy_mode == "embedded"
-    assert list(result.phases) == [Phase.RESOLVE, Phase.CONNECT, Phase.RPC, Phase.INFO,
-                                   Phase.CLOSE]
+    assert list(result.phases) == [Phase.RESOLVE, Phase.CONNECT, Phase.RPC, Phase.INFO, Phase.CLOSE]
     assert result.duration >= sum(result.phases.values())
 
 
@@ -51,8 +50,10 @@ def test_every_cycle_opens_and_closes_its_own_connection(milvus: MilvusLite) -> 
         for _ in range(cycles):
             assert prober.run(t).success
             # opened and closed agree after every cycle
-            assert ledger.snapshot()[(t.alias, t.address)][0] == \
-                ledger.snapshot()[(t.alias, t.address)][1]
+            assert (
+                ledger.snapshot()[(t.alias, t.address)][0]
+                == ledger.snapshot()[(t.alias, t.address)][1]
+            )
         assert ledger.open_count() == 0
         wait_until(lambda: proxy.counts() == (cycles, cycles), 5, "the server to see every close")
     finally:
@@ -97,8 +98,11 @@ def test_dns() -> None:
 def test_timeout_when_server_accepts_and_never_answers() -> None:
     silent = SilentServer()
     try:
-        result = Prober().run(target(uri=f"127.0.0.1:{silent.port}",
-                                     **{"probe.timeout": "300ms", "probe.interval": "1s"}))
+        result = Prober().run(
+            target(
+                uri=f"127.0.0.1:{silent.port}", **{"probe.timeout": "300ms", "probe.interval": "1s"}
+            )
+        )
     finally:
         silent.stop()
     assert (result.reason, result.failed_phase) == (FailureReason.TIMEOUT, Phase.CONNECT)
@@ -107,8 +111,9 @@ def test_timeout_when_server_accepts_and_never_answers() -> None:
 
 def test_timeout_when_rpc_is_slower_than_the_deadline() -> None:
     with milvus_double(Behaviour(check_health_delay=0.5)) as double:
-        result = Prober().run(target(uri=double.address,
-                                     **{"probe.timeout": "200ms", "probe.interval": "1s"}))
+        result = Prober().run(
+            target(uri=double.address, **{"probe.timeout": "200ms", "probe.interval": "1s"})
+        )
     assert (result.reason, result.failed_phase) == (FailureReason.TIMEOUT, Phase.RPC)
     assert result.grpc_code == "DEADLINE_EXCEEDED"
 
@@ -116,8 +121,10 @@ def test_timeout_when_rpc_is_slower_than_the_deadline() -> None:
 def test_unauthenticated_and_the_metadata_sent() -> None:
     with milvus_double(Behaviour(token="root:Milvus")) as double:
         bad = Prober().run(target(uri=double.address, token="root:wrong"))
-        good = Prober().run(target(uri=double.address, user="root", password="Milvus",
-                                   db_name="default"), InfoMode.FULL)
+        good = Prober().run(
+            target(uri=double.address, user="root", password="Milvus", db_name="default"),
+            InfoMode.FULL,
+        )
         api_key = Prober().run(target(uri=double.address, token="root:Milvus"))
         calls = list(double.calls)
         connect = double.connect_requests[-1]
@@ -163,10 +170,12 @@ def test_unimplemented_when_the_port_is_not_milvus() -> None:
 
 def test_tls_untrusted_server_certificate(certs: Certs) -> None:
     with milvus_double(tls=certs.server_credentials()) as double:
-        untrusted = Prober().run(target(uri=f"https://localhost:{double.port}",
-                                        server_pem_path=str(certs.other_ca)))
-        trusted = Prober().run(target(uri=f"https://localhost:{double.port}",
-                                      server_pem_path=str(certs.ca)))
+        untrusted = Prober().run(
+            target(uri=f"https://localhost:{double.port}", server_pem_path=str(certs.other_ca))
+        )
+        trusted = Prober().run(
+            target(uri=f"https://localhost:{double.port}", server_pem_path=str(certs.ca))
+        )
         plaintext = Prober().run(target(uri=f"localhost:{double.port}"))
     assert (untrusted.reason, untrusted.failed_phase) == (FailureReason.TLS, Phase.CONNECT)
     assert trusted.success, trusted.error
@@ -175,8 +184,13 @@ def test_tls_untrusted_server_certificate(certs: Certs) -> None:
 
 def test_tls_wrong_server_name(certs: Certs) -> None:
     with milvus_double(tls=certs.server_credentials()) as double:
-        result = Prober().run(target(uri=f"https://localhost:{double.port}",
-                                     server_pem_path=str(certs.ca), server_name="milvus.other"))
+        result = Prober().run(
+            target(
+                uri=f"https://localhost:{double.port}",
+                server_pem_path=str(certs.ca),
+                server_name="milvus.other",
+            )
+        )
     assert result.reason is FailureReason.TLS
 
 
@@ -189,9 +203,14 @@ def test_tls_client_to_plaintext_port() -> None:
 def test_mutual_tls(certs: Certs) -> None:
     with milvus_double(tls=certs.server_credentials(mutual=True)) as double:
         uri = f"https://localhost:{double.port}"
-        good = Prober().run(target(uri=uri, ca_pem_path=str(certs.ca),
-                                   client_pem_path=str(certs.client_cert),
-                                   client_key_path=str(certs.client_key)))
+        good = Prober().run(
+            target(
+                uri=uri,
+                ca_pem_path=str(certs.ca),
+                client_pem_path=str(certs.client_cert),
+                client_key_path=str(certs.client_key),
+            )
+        )
         no_client_cert = Prober().run(target(uri=uri, ca_pem_path=str(certs.ca)))
     assert good.success, good.error
     assert no_client_cert.reason is FailureReason.TLS

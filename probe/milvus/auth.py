@@ -72,7 +72,9 @@ class SecretFile:
                     cache.key = key
                 return cache.value
         except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            reason = (
+                exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            )
             raise SecretFileError(f"cannot read secret file {self.path}: {reason}") from None
 
 
@@ -89,7 +91,9 @@ class Credentials:
             return self.token.reveal() if isinstance(self.token, Secret) else self.token.read()
         if self.user is not None and self.password is not None:
             password = (
-                self.password.reveal() if isinstance(self.password, Secret) else self.password.read()
+                self.password.reveal()
+                if isinstance(self.password, Secret)
+                else self.password.read()
             )
             return f"{self.user}:{password}"
         return None

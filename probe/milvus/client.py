@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Sequence
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 import probe
 from probe.milvus import wire_pb2 as wire
@@ -29,26 +31,40 @@ def metadata(authorization: str | None, db_name: str) -> list[tuple[str, str]]:
     return found
 
 
-def check_health(
-    channel: grpc.Channel, timeout: float, md: Metadata
-) -> wire.CheckHealthResponse:
-    call = channel.unary_unary(
-        CHECK_HEALTH,
-        request_serializer=wire.CheckHealthRequest.SerializeToString,
-        response_deserializer=wire.CheckHealthResponse.FromString,
+_Response = TypeVar(
+    "_Response", wire.CheckHealthResponse, wire.GetVersionResponse, wire.ConnectResponse
+)
+
+
+def _call(
+    channel: grpc.Channel,
+    path: str,
+    request: Message,
+    response_type: type[_Response],
+    timeout: float,
+    md: Metadata,
+) -> _Response:
+    """A fail-fast unary call: the caller has already waited for the channel to be ready."""
+    stub = channel.unary_unary(
+        path,
+        request_serializer=type(request).SerializeToString,
+        response_deserializer=response_type.FromString,
         _registered_method=False,
     )
-    return call(wire.CheckHealthRequest(), timeout=timeout, metadata=md, wait_for_ready=False)
+    response: _Response = stub(request, timeout=timeout, metadata=md, wait_for_ready=False)
+    return response
+
+
+def check_health(channel: grpc.Channel, timeout: float, md: Metadata) -> wire.CheckHealthResponse:
+    return _call(
+        channel, CHECK_HEALTH, wire.CheckHealthRequest(), wire.CheckHealthResponse, timeout, md
+    )
 
 
 def get_version(channel: grpc.Channel, timeout: float, md: Metadata) -> wire.GetVersionResponse:
-    call = channel.unary_unary(
-        GET_VERSION,
-        request_serializer=wire.GetVersionRequest.SerializeToString,
-        response_deserializer=wire.GetVersionResponse.FromString,
-        _registered_method=False,
+    return _call(
+        channel, GET_VERSION, wire.GetVersionRequest(), wire.GetVersionResponse, timeout, md
     )
-    return call(wire.GetVersionRequest(), timeout=timeout, metadata=md, wait_for_ready=False)
 
 
 def client_info(alias: str, user: str | None) -> wire.ClientInfo:
@@ -66,12 +82,6 @@ def client_info(alias: str, user: str | None) -> wire.ClientInfo:
 def connect(
     channel: grpc.Channel, timeout: float, md: Metadata, info: wire.ClientInfo
 ) -> wire.ConnectResponse:
-    call = channel.unary_unary(
-        CONNECT,
-        request_serializer=wire.ConnectRequest.SerializeToString,
-        response_deserializer=wire.ConnectResponse.FromString,
-        _registered_method=False,
-    )
-    return call(
-        wire.ConnectRequest(client_info=info), timeout=timeout, metadata=md, wait_for_ready=False
+    return _call(
+        channel, CONNECT, wire.ConnectRequest(client_info=info), wire.ConnectResponse, timeout, md
     )
