@@ -41,6 +41,7 @@ _GROUPS = {
     "probe": "Probing",
     "readiness": "Readiness (/readyz)",
     "log": "Logging",
+    "profiling": "Profiling (/debug/pprof/)",
 }
 
 SERVE_EPILOG = """\
@@ -106,12 +107,14 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     for option in OPTIONS:
         envs = " or ".join((option.env, *option.env_aliases))
         default = "" if option.default is None else f"; default {_describe_default(option.default)}"
+        extra: dict[str, Any] = {"nargs": "?", "const": "true"} if option.switch else {}
         groups[option.group].add_argument(
             option.flag,
             dest=f"opt:{option.key}",
             metavar=option.metavar,
             default=argparse.SUPPRESS,
             help=f"{option.help} (env {envs}{default})",
+            **extra,
         )
 
 
@@ -307,6 +310,8 @@ def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int
         and not environ.get(OPTIONS_BY_KEY["config.file"].env)
     ):
         flags["host"] = "127.0.0.1"  # the Milvus CLI's default
+    # One cycle has no interval; keep the daemon's "timeout < interval" rule out of the way.
+    flags.setdefault("probe.interval", "24h")
     try:
         config = load(Sources(flags=flags, environ=environ))
     except ConfigError as exc:

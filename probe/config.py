@@ -181,6 +181,18 @@ class ReadinessSettings:
 
 
 @dataclass(frozen=True)
+class ProfilingSettings:
+    enabled: bool = True
+    """Serve /debug/pprof/* at all (default true, as Milvus does)."""
+    allow_remote: bool = False
+    """Serve profiles to non-loopback peers (default false)."""
+    max_seconds: int = 300
+    """Longest profile or trace window a request may ask for (default 300)."""
+    heap: bool = False
+    """Trace allocations from start, so /heap shows all live memory (costs memory and CPU)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon runs with."""
 
@@ -191,6 +203,7 @@ class Config:
     config_file: str | None = None
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     readiness: ReadinessSettings = field(default_factory=ReadinessSettings)
+    profiling: ProfilingSettings = field(default_factory=ProfilingSettings)
     targets: tuple[Target, ...] = ()
 
 
@@ -209,6 +222,8 @@ class Option:
     env_aliases: tuple[str, ...] = ()
     """Other environment names read, at lower precedence (the Milvus ecosystem's)."""
     metavar: str = "VALUE"
+    switch: bool = False
+    """A boolean: the bare flag means true (`--profiling.heap`), or give true/false."""
 
     @property
     def flag(self) -> str:
@@ -320,6 +335,41 @@ OPTIONS: tuple[Option, ...] = (
         "readiness",
         ("readiness", "failure_threshold"),
         metavar="N",
+    ),
+    Option(
+        "profiling.enabled",
+        parse_bool,
+        True,
+        "serve /debug/pprof/* (CPU, heap and thread profiles)",
+        "profiling",
+        metavar="BOOL",
+        switch=True,
+    ),
+    Option(
+        "profiling.allow-remote",
+        parse_bool,
+        False,
+        "serve profiles to non-loopback peers too (port-forward arrives from loopback)",
+        "profiling",
+        metavar="BOOL",
+        switch=True,
+    ),
+    Option(
+        "profiling.max-seconds",
+        _int_in(1, 3600),
+        300,
+        "longest profile a request may ask for",
+        "profiling",
+        metavar="N",
+    ),
+    Option(
+        "profiling.heap",
+        parse_bool,
+        False,
+        "trace allocations from start so /debug/pprof/heap shows all live memory",
+        "profiling",
+        metavar="BOOL",
+        switch=True,
     ),
     Option(
         "readiness.success-threshold",
@@ -556,7 +606,14 @@ def load(sources: Sources) -> Config:
     targets = _targets(file_doc, file_name, flags, environ, probe, issues)
     if issues.items:
         raise ConfigError(issues.items)
+    profiling = ProfilingSettings(
+        enabled=_given(values["profiling.enabled"], True),
+        allow_remote=_given(values["profiling.allow-remote"], False),
+        max_seconds=values["profiling.max-seconds"] or 300,
+        heap=_given(values["profiling.heap"], False),
+    )
     return Config(
+        profiling=profiling,
         listen_address=values["web.listen-address"] or ("", 9091),
         log_level=values["log.level"] or "info",
         log_format=values["log.format"] or LogFormat.TEXT,
@@ -565,6 +622,10 @@ def load(sources: Sources) -> Config:
         readiness=readiness,
         targets=tuple(targets),
     )
+
+
+def _given(value: Any, default: bool) -> bool:
+    return default if value is None else bool(value)
 
 
 def _check_file_shape(doc: Mapping[Any, Any], file_name: str, issues: _Issues) -> None:
@@ -619,8 +680,10 @@ def _targets(
 
     # Connection settings from the environment and flags describe one target, the
     # one named by --alias / MILVUS_CONN_ALIAS, as in pymilvus; flags win over env.
-    overlay: dict[str, Any] = _env_target(environ)
-    overlay.update({k: v for k, v in flags.items() if k in CONNECTION_KEYS})
+    overlay = _env_target(environ)
+    flag_target = {k: v for k, v in flags.items() if k in CONNECTION_KEYS}
+    _drop_other_address_form(overlay, flag_target)
+    overlay.update(flag_target)
     overlay_where = "flags/environment"
     alias = overlay.get("alias", DEFAULT_ALIAS)
     has_connection = any(k != "alias" for k in overlay)
@@ -628,11 +691,7 @@ def _targets(
         for index, (where, raw) in enumerate(file_targets):
             if raw.get("alias", DEFAULT_ALIAS) == alias:
                 merged = dict(raw)
-                if "uri" in overlay:
-                    merged.pop("host", None)
-                    merged.pop("port", None)
-                if "host" in overlay or "port" in overlay:
-                    merged.pop("uri", None)
+                _drop_other_address_form(merged, overlay)
                 merged.update(overlay)
                 file_targets[index] = (f"{where} (with flags/environment)", merged)
                 break
@@ -651,6 +710,15 @@ def _targets(
         if target is not None:
             targets.append(target)
     return targets
+
+
+def _drop_other_address_form(lower: dict[str, Any], higher: Mapping[str, Any]) -> None:
+    """A higher-precedence source that gives uri (or host/port) replaces the other form."""
+    if "uri" in higher:
+        lower.pop("host", None)
+        lower.pop("port", None)
+    if "host" in higher or "port" in higher:
+        lower.pop("uri", None)
 
 
 _ALIAS = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")
@@ -735,6 +803,8 @@ def _target(
             f"shorter than the interval ({format_duration(interval)})",
         )
 
+    rpc = get("rpc", _TARGET_OVERRIDES["rpc"]) or probe.rpc
+    connect_interval = get("connect_interval", parse_duration) or probe.connect_interval
     if len(issues.items) > before:
         return None
     return Target(
@@ -743,8 +813,8 @@ def _target(
         port=port,
         interval=interval,
         timeout=timeout,
-        rpc=get("rpc", _TARGET_OVERRIDES["rpc"]) or probe.rpc,
-        connect_interval=get("connect_interval", parse_duration) or probe.connect_interval,
+        rpc=rpc,
+        connect_interval=connect_interval,
         secure=use_tls,
         db_name=db_name,
         credentials=credentials,
@@ -798,7 +868,10 @@ def _parse_uri(uri: str) -> tuple[str, int, str | None, bool] | str:
                 "run `milvus-lite server` and give its host:port"
             )
         text = "http://" + text
-    parts = urllib.parse.urlsplit(text)
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+        return f"cannot parse {uri!r}: {exc}"
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https", "tcp", "grpc"):
         return f"unsupported scheme {parts.scheme!r}; use http://, https:// or host:port"
