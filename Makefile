@@ -31,7 +31,7 @@ demo: venv
 	MILVUS_PORT=$(MILVUS_PORT) PROBE_PORT=$(PROBE_PORT) $(PY) scripts/demo.py
 
 proto: venv
-	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. probe/milvus/wire.proto
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. probe/milvus/wire.proto probe/pprof/profile.proto
 
 lint: venv
 	$(VENV)/bin/ruff check probe tests scripts

@@ -19,7 +19,7 @@ from prometheus_client import (
 )
 
 from probe import logs
-from probe.config import Config, ConfigError, describe
+from probe.config import SECRET_FLAGS, Config, ConfigError, describe
 from probe.health import Change, Check, Health, TargetState
 from probe.metrics import ProbeMetrics
 from probe.milvus.channel import warm_up
@@ -70,7 +70,12 @@ class App:
             on_missed=self.metrics.missed_cycle,
             clock=clock,
         )
-        self.router = Router(self)
+        pprof = None
+        if config.profiling.enabled:
+            from probe.pprof import ProfilingApp
+
+            pprof = ProfilingApp(config.profiling, SECRET_FLAGS)
+        self.router = Router(self, pprof)
         self.server = ManagementServer(self.router, config.listen_address)
         self._lock = threading.Lock()
         """Guards the target table; held while recording so a removed target stays removed."""

@@ -178,7 +178,9 @@ class Router:
 
         if path.startswith("/debug/pprof"):
             if self.pprof is None:
-                return respond(start_response, 404, "profiling is not available\n")
+                return respond(
+                    start_response, 404, "profiling is off (--profiling.enabled=false)\n"
+                )
             return self._only(method, ("GET",), environ, start_response, self.pprof)
         if path.startswith("/readyz/") and len(path) > len("/readyz/"):
             return self._only(method, ("GET",), environ, start_response, self._target_ready)
@@ -287,6 +289,12 @@ class Router:
 
 class _QuietHandler(WSGIRequestHandler):
     timeout = READ_TIMEOUT  # socket timeout for reading the request: slow clients hang up
+
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        # Long requests (profiles) watch the socket to stop when the client goes away.
+        environ["probe.socket"] = self.connection
+        return environ
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("http %s %s", self.address_string(), format % args)

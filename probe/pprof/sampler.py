@@ -1,0 +1,145 @@
+"""Statistical profiling of every Python thread, and thread dumps.
+
+CPU mode can't read "running" from the scheduler state at sample time (while the sampler
+holds the GIL every other Python thread looks asleep), so it reads each thread's own CPU
+clock and charges the CPU used since the previous tick to the stack seen at that tick.
+The clock is addressed by the kernel thread id (not pthread_t), so a thread that has
+exited meanwhile yields EINVAL instead of undefined behaviour.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from probe.pprof.builder import ProfileBuilder, Stack, stack_of
+
+
+class Mode(enum.StrEnum):
+    CPU = "cpu"
+    """Count only threads that used CPU since the previous sample."""
+    WALL = "wall"
+    """Count every thread at every sample, running or waiting."""
+
+
+def thread_cpu_ns(native_id: int) -> int | None:
+    """CPU time used by the kernel thread `native_id`, or None if it is gone."""
+    clock_id = (~native_id << 3) | 6  # MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)
+    try:
+        return time.clock_gettime_ns(clock_id)
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    ident: int
+    native_id: int | None
+    name: str
+    daemon: bool
+    target: Callable[..., object] | None
+
+
+def threads() -> dict[int, ThreadInfo]:
+    """Python threads by ident."""
+    found = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        found[thread.ident] = ThreadInfo(
+            thread.ident,
+            thread.native_id,
+            thread.name,
+            thread.daemon,
+            _entry_point(thread),
+        )
+    return found
+
+
+def _entry_point(thread: threading.Thread) -> Callable[..., object] | None:
+    """The function a thread was started to run: its target, or an overridden run()."""
+    target = getattr(thread, "_target", None)
+    if target is not None:
+        return target  # type: ignore[no-any-return]
+    run = type(thread).run
+    return run if run is not threading.Thread.run else None
+
+
+@dataclass(frozen=True)
+class CpuProfile:
+    builder: ProfileBuilder
+    started_ns: int
+    duration_ns: int
+    ticks: int
+
+    def encode(self) -> bytes:
+        return self.builder.encode(time_nanos=self.started_ns, duration_nanos=self.duration_ns)
+
+
+def sample(
+    seconds: float,
+    hz: int,
+    mode: Mode,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    clock: Callable[[], float] = time.monotonic,
+) -> CpuProfile:
+    """Sample every other Python thread `hz` times a second for `seconds` (or until stopped)."""
+    period_ns = int(1e9 / hz)
+    value_type = ("cpu", "nanoseconds") if mode is Mode.CPU else ("wall", "nanoseconds")
+    builder = ProfileBuilder(
+        [("samples", "count"), value_type],
+        period_type=value_type,
+        period=period_ns,
+        comments=[f"milvus-probe {mode.value} profile at {hz} Hz"],
+    )
+    me = threading.get_ident()
+    known: dict[int, ThreadInfo] = {}
+    last_cpu: dict[int, int] = {}
+    last_stack: dict[int, Stack] = {}
+    started_ns = time.time_ns()
+    start = clock()
+    end = start + seconds
+    next_tick = start
+    next_stop_check = start
+    ticks = 0
+    while True:
+        now = clock()
+        if now >= end:
+            break
+        if now >= next_stop_check:
+            if should_stop():
+                break
+            next_stop_check = now + 0.25
+        if now < next_tick:
+            time.sleep(min(next_tick, end) - now)
+            continue
+        ticks += 1
+        frames = sys._current_frames()
+        if any(ident not in known for ident in frames):
+            known = threads()
+        for ident, frame in frames.items():
+            if ident == me:
+                continue
+            stack = stack_of(frame)
+            info = known.get(ident)
+            labels = {"thread": info.name if info else f"thread-{ident}"}
+            if mode is Mode.WALL:
+                builder.add(stack, (1, period_ns), labels)
+            elif info is not None and info.native_id is not None:
+                cpu = thread_cpu_ns(info.native_id)
+                previous = last_cpu.get(ident)
+                if cpu is not None:
+                    last_cpu[ident] = cpu
+                    if previous is not None and cpu > previous:
+                        builder.add(last_stack.get(ident, stack), (1, cpu - previous), labels)
+            last_stack[ident] = stack
+        next_tick += period_ns / 1e9
+        if next_tick < clock():  # fell behind: skip ticks rather than burst
+            next_tick = clock() + period_ns / 1e9
+    duration_ns = int((clock() - start) * 1e9)
+    return CpuProfile(builder, started_ns, duration_ns, ticks)
