@@ -139,6 +139,9 @@ class App:
     def _apply_targets(self, targets: list[Target], first_round: bool = False) -> None:
         with self._lock:
             old, new = self._targets, {t.alias: t for t in targets}
+            # Stop scheduling removed targets before their series go, so nothing the
+            # scheduler does for them afterwards can bring a series back.
+            self.scheduler.update(targets)
             for alias, target in old.items():
                 replacement = new.get(alias)
                 if replacement is None or _series_key(replacement) != _series_key(target):
@@ -162,7 +165,6 @@ class App:
             self._targets = new
             self.metrics.targets.set(len(new))
             self.health.set_targets(targets, first_round=first_round)
-            self.scheduler.update(targets)
 
     def _info_mode(self, target: Target) -> InfoMode:
         with self._lock:

@@ -268,7 +268,11 @@ class ProbeMetrics:
             self._server_info[key] = values
 
     def missed_cycle(self, target: Target) -> None:
-        self.missed.labels(target.alias, target.address).inc()
+        key = (target.alias, target.address)
+        with self._lock:
+            if key not in self._known:
+                return  # removed while the scheduler still held it: don't recreate its series
+        self.missed.labels(*key).inc()
 
 
 def _remove(metric: Counter | Gauge | Histogram, labels: tuple[str, ...]) -> None:

@@ -265,7 +265,7 @@ class Prober:
         finally:
             t = clock()
             channel.close()
-            self.ledger.closed(key, channel)
+            self.ledger.closed(channel)
             cycle.phases[Phase.CLOSE] = clock() - t
 
     def _on_channel(

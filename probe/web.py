@@ -151,6 +151,12 @@ class Router:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
+            if environ.get("REQUEST_METHOD", "GET").upper() == "HEAD":
+                # HEAD is GET without the body, for every GET route (and mounted apps).
+                body = self._dispatch({**environ, "REQUEST_METHOD": "GET"}, start_response)
+                if hasattr(body, "close"):
+                    body.close()
+                return []
             return self._dispatch(environ, start_response)
         except BadRequest as exc:
             return respond(start_response, 400, f"{exc}\n")
@@ -169,12 +175,7 @@ class Router:
         if not length.isdigit():
             raise BadRequest("Content-Length is not a number")
         if int(length) > MAX_BODY:
-            return respond(
-                start_response,
-                413,
-                f"request body over {MAX_BODY} bytes\n",
-                headers=[("Connection", "close")],
-            )
+            return respond(start_response, 413, f"request body over {MAX_BODY} bytes\n")
 
         if path.startswith("/debug/pprof"):
             if self.pprof is None:
@@ -188,10 +189,6 @@ class Router:
         if handlers is None:
             return respond(start_response, 404, f"no such page: {path}\nsee / for the index\n")
         allowed = tuple(handlers)
-        get = handlers.get("GET")
-        if method == "HEAD" and get is not None:
-            body = get(environ, start_response)
-            return [] if isinstance(body, list) else body
         if method not in handlers:
             return respond(
                 start_response,
@@ -209,7 +206,7 @@ class Router:
         start_response: StartResponse,
         handler: Handler,
     ) -> Iterable[bytes]:
-        if method == "HEAD" or method in allowed:
+        if method in allowed:
             return handler(environ, start_response)
         return respond(
             start_response,

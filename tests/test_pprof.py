@@ -144,10 +144,17 @@ def test_heap_window_shows_an_allocation_of_known_size(app: App, go_pprof,
     top = go_pprof("-top", "-sample_index=inuse_space", save(tmp_path, "heap.pb.gz",
                                                               result["body"]))
     line = next(row for row in top.splitlines() if "milvus_probe_test_allocate_blocks" in row)
-    flat = line.split()[0]
-    assert flat.endswith("MB"), line
-    assert 4.0 <= float(flat[:-2]) <= 4.5, line  # 4 MiB = 4.19 MB
+    flat = _bytes(line.split()[0])
+    assert 4 * 2**20 <= flat <= 4.4 * 2**20, line  # 64 × 64 KiB, plus a little overhead
     del kept
+
+
+def _bytes(text: str) -> float:
+    """pprof's sizes (`4100.06kB`, `4.00MB`, `512B`) in bytes; its k/M/G are powers of 1024."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10), ("B", 1)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise AssertionError(f"not a size: {text!r}")
 
 
 def test_allocs_uses_alloc_sample_types(app: App, go_pprof, tmp_path: Path) -> None:

@@ -117,11 +117,13 @@ class ConnectionLedger:
 
     `open_channels` lets shutdown close whatever is still in flight; the counts feed
     `milvus_probe_connections_{opened,closed}_total` and `open_connections` at scrape time.
+    Each open channel remembers the counts it was opened under, so a cycle that ends
+    after its target was forgotten (and perhaps added back) never skews the new counts.
     """
 
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _counts: dict[tuple[str, str], _Counts] = field(default_factory=dict)
-    _open: set[grpc.Channel] = field(default_factory=set)
+    _open: dict[grpc.Channel, _Counts] = field(default_factory=dict)
     _closing: bool = False
 
     def opened(self, key: tuple[str, str], channel: grpc.Channel) -> bool:
@@ -130,15 +132,16 @@ class ConnectionLedger:
             if self._closing:
                 channel.close()
                 return False
-            self._counts.setdefault(key, _Counts()).opened += 1
-            self._open.add(channel)
+            counts = self._counts.setdefault(key, _Counts())
+            counts.opened += 1
+            self._open[channel] = counts
             return True
 
-    def closed(self, key: tuple[str, str], channel: grpc.Channel) -> None:
+    def closed(self, channel: grpc.Channel) -> None:
         with self._lock:
-            if channel in self._open:
-                self._open.discard(channel)
-                self._counts.setdefault(key, _Counts()).closed += 1
+            counts = self._open.pop(channel, None)
+            if counts is not None:
+                counts.closed += 1
 
     def snapshot(self) -> dict[tuple[str, str], tuple[int, int]]:
         """(opened, closed) per (alias, target)."""

@@ -180,8 +180,8 @@ def flamegraph_page(samples: Sequence[tuple[Stack, int]], title: str, unit: str)
 svg text{{font:11px ui-monospace,monospace;fill:#1d2430;pointer-events:none}}
 svg g:hover rect{{stroke:#000;stroke-width:.8}}</style></head>
 <body><h1 style="font-size:1.2em">{html.escape(title)}</h1>
-<p>{_amount(root.value, unit)} in all (summed over threads). Hover a frame for its function, file:line and
-share. Root at the bottom; width is time.</p>{empty}
+<p>{_amount(root.value, unit)} in all (summed over threads).
+Hover a frame for its function, file:line and share. Root at the bottom; width is time.</p>{empty}
 <svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height}"
  viewBox="0 0 {width:.0f} {height}">{"".join(body)}</svg>
 </body></html>
