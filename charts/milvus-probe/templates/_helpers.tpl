@@ -1,0 +1,218 @@
+{{/* Chart name, truncated to Kubernetes' 63 characters. */}}
+{{- define "milvus-probe.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name: release-chart, unless the release name already contains the chart name. */}}
+{{- define "milvus-probe.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "milvus-probe.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "milvus-probe.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "milvus-probe.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "milvus-probe.labels" -}}
+helm.sh/chart: {{ include "milvus-probe.chart" . }}
+{{ include "milvus-probe.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: probe
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* registry/repository:tag, or @digest when a digest is set. */}}
+{{- define "milvus-probe.image" -}}
+{{- $repo := printf "%s/%s" .Values.image.registry .Values.image.repository | trimPrefix "/" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $repo .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "milvus-probe.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "milvus-probe.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The config file milvus-probe reads: no secrets, only paths to them. */}}
+{{- define "milvus-probe.config" -}}
+{{- $targets := list -}}
+{{- range .Values.targets -}}
+{{- $t := deepCopy . -}}
+{{- if and $.Values.auth.existingSecret (not (hasKey $t "token_file")) (not (hasKey $t "password_file")) -}}
+{{- $_ := set $t "token_file" "/etc/milvus-probe/auth/token" -}}
+{{- end -}}
+{{- if $.Values.tls.enabled -}}
+{{- $_ := set $t "secure" true -}}
+{{- if $.Values.tls.existingSecret -}}
+{{- $_ := set $t "ca_pem_path" "/etc/milvus-probe/tls/ca.crt" -}}
+{{- end -}}
+{{- if $.Values.tls.serverName -}}
+{{- $_ := set $t "server_name" $.Values.tls.serverName -}}
+{{- end -}}
+{{- if $.Values.tls.mutual -}}
+{{- $_ := set $t "client_pem_path" "/etc/milvus-probe/tls/client.crt" -}}
+{{- $_ := set $t "client_key_path" "/etc/milvus-probe/tls/client.key" -}}
+{{- end -}}
+{{- end -}}
+{{- $targets = append $targets $t -}}
+{{- end -}}
+probe:
+  interval: {{ .Values.probe.interval }}
+  timeout: {{ .Values.probe.timeout }}
+  rpc: {{ .Values.probe.rpc }}
+  connect_interval: {{ .Values.probe.connectInterval }}
+  max_concurrent: {{ .Values.probe.maxConcurrent }}
+readiness:
+  policy: {{ .Values.readiness.policy }}
+  failure_threshold: {{ .Values.readiness.failureThreshold }}
+  success_threshold: {{ .Values.readiness.successThreshold }}
+targets:
+{{ toYaml $targets | indent 2 }}
+{{- end -}}
+
+{{/*
+The milvus-probe container. Embed it in another pod (sidecar mode), e.g. in a Milvus
+chart's extra containers:
+
+  {{- include "milvus-probe.container" (dict "Values" .Values "Chart" .Chart "Release" .Release) | nindent 8 }}
+
+Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes").
+*/}}
+{{- define "milvus-probe.container" -}}
+- name: milvus-probe
+  image: {{ include "milvus-probe.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  args:
+    - serve
+    - --config.file=/etc/milvus-probe/config/config.yaml
+    - --web.listen-address=:{{ .Values.containerPort }}
+    - --log.level={{ .Values.logging.level }}
+    - --log.format={{ .Values.logging.format }}
+    - --profiling.enabled={{ .Values.profiling.enabled }}
+    - --profiling.allow-remote={{ .Values.profiling.allowRemote }}
+    {{- range .Values.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  env:
+    - name: POD_NAME
+      valueFrom: { fieldRef: { fieldPath: metadata.name } }
+    - name: POD_NAMESPACE
+      valueFrom: { fieldRef: { fieldPath: metadata.namespace } }
+    {{- with .Values.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  ports:
+    - name: http-metrics
+      containerPort: {{ .Values.containerPort }}
+      protocol: TCP
+  {{- if .Values.startupProbe.enabled }}
+  startupProbe:
+    httpGet: { path: /healthz, port: http-metrics }
+    periodSeconds: {{ .Values.startupProbe.periodSeconds }}
+    timeoutSeconds: {{ .Values.startupProbe.timeoutSeconds }}
+    failureThreshold: {{ .Values.startupProbe.failureThreshold }}
+  {{- end }}
+  {{- if .Values.livenessProbe.enabled }}
+  livenessProbe:
+    httpGet: { path: /healthz, port: http-metrics }
+    initialDelaySeconds: {{ .Values.livenessProbe.initialDelaySeconds }}
+    periodSeconds: {{ .Values.livenessProbe.periodSeconds }}
+    timeoutSeconds: {{ .Values.livenessProbe.timeoutSeconds }}
+    failureThreshold: {{ .Values.livenessProbe.failureThreshold }}
+  {{- end }}
+  {{- if .Values.readinessProbe.enabled }}
+  readinessProbe:
+    httpGet: { path: /readyz, port: http-metrics }
+    initialDelaySeconds: {{ .Values.readinessProbe.initialDelaySeconds }}
+    periodSeconds: {{ .Values.readinessProbe.periodSeconds }}
+    timeoutSeconds: {{ .Values.readinessProbe.timeoutSeconds }}
+    failureThreshold: {{ .Values.readinessProbe.failureThreshold }}
+  {{- end }}
+  resources:
+    {{- toYaml .Values.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    {{- include "milvus-probe.volumeMounts" . | nindent 4 }}
+{{- end -}}
+
+{{/* Where the container finds its config, /tmp, and the auth/TLS Secrets. */}}
+{{- define "milvus-probe.volumeMounts" -}}
+- name: milvus-probe-config
+  mountPath: /etc/milvus-probe/config
+  readOnly: true
+- name: milvus-probe-tmp
+  mountPath: /tmp
+{{- if .Values.auth.existingSecret }}
+- name: milvus-probe-auth
+  mountPath: /etc/milvus-probe/auth
+  readOnly: true
+{{- end }}
+{{- if and .Values.tls.enabled .Values.tls.existingSecret }}
+- name: milvus-probe-tls
+  mountPath: /etc/milvus-probe/tls
+  readOnly: true
+{{- end }}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The volumes the container mounts. */}}
+{{- define "milvus-probe.volumes" -}}
+- name: milvus-probe-config
+  configMap:
+    name: {{ include "milvus-probe.fullname" . }}
+- name: milvus-probe-tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- if .Values.auth.existingSecret }}
+- name: milvus-probe-auth
+  secret:
+    secretName: {{ .Values.auth.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.auth.tokenKey }}
+        path: token
+{{- end }}
+{{- if and .Values.tls.enabled .Values.tls.existingSecret }}
+- name: milvus-probe-tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.tls.caKey }}
+        path: ca.crt
+      {{- if .Values.tls.mutual }}
+      - key: {{ .Values.tls.clientCertKey }}
+        path: client.crt
+      - key: {{ .Values.tls.clientKeyKey }}
+        path: client.key
+      {{- end }}
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}

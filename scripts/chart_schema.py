@@ -1,0 +1,137 @@
+"""Generate charts/milvus-probe/values.schema.json from values.yaml (`make schema`).
+
+Descriptions come from the `## @param` comments, types from the default values, and
+enums, patterns and ranges from the table below; a test checks the committed schema is
+what this script produces, so values and schema cannot drift apart.
+"""
+
+import json
+import re
+
+import yaml
+
+DUR = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"}
+special = {
+    "image.pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+    "probe.rpc": {"enum": ["check_health", "get_version"]},
+    "readiness.policy": {"enum": ["self", "any", "all"]},
+    "logging.level": {"enum": ["debug", "info", "warn", "error"]},
+    "logging.format": {"enum": ["text", "json"]},
+    "service.type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+    "probe.interval": DUR,
+    "probe.timeout": DUR,
+    "probe.connectInterval": DUR,
+    "serviceMonitor.interval": DUR,
+    "serviceMonitor.scrapeTimeout": DUR,
+    "podMonitor.interval": DUR,
+    "podMonitor.scrapeTimeout": DUR,
+    "prometheusRule.failingFor": DUR,
+    "containerPort": {"minimum": 1, "maximum": 65535},
+    "service.port": {"minimum": 1, "maximum": 65535},
+    "probe.maxConcurrent": {"minimum": 1, "maximum": 65536},
+    "replicaCount": {"minimum": 0},
+    "readiness.failureThreshold": {"minimum": 1},
+    "readiness.successThreshold": {"minimum": 1},
+    "prometheusRule.failureRatio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "prometheusRule.latencySeconds": {"type": "number", "exclusiveMinimum": 0},
+    "image.digest": {"pattern": r"^(sha256:[a-f0-9]{64})?$"},
+}
+target_item = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "One Milvus target; keys as in pymilvus connections.connect. "
+    "No token or password: use auth.existingSecret.",
+    "properties": {
+        "alias": {"type": "string", "minLength": 1, "description": "Name in labels and URLs"},
+        "uri": {
+            "type": "string",
+            "minLength": 1,
+            "description": "http://host:port, https://host:port (TLS) or host:port",
+        },
+        "host": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Milvus host, when no uri is given",
+        },
+        "port": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 65535,
+            "description": "Milvus port, when no uri is given",
+        },
+        "db_name": {"type": "string", "description": "Database; Connect checks that it exists"},
+        "user": {
+            "type": "string",
+            "description": "User name; the password comes from auth.existingSecret "
+            "as a user:password token",
+        },
+        "secure": {"type": "boolean", "description": "Use TLS"},
+        "server_name": {
+            "type": "string",
+            "description": "Name to verify in the server certificate",
+        },
+        "token_file": {
+            "type": "string",
+            "description": "Path of a token file mounted by extraVolumes",
+        },
+        "password_file": {
+            "type": "string",
+            "description": "Path of a password file mounted by extraVolumes",
+        },
+        "interval": dict(DUR, description="Per-target interval"),
+        "timeout": dict(DUR, description="Per-target timeout"),
+        "rpc": {"enum": ["check_health", "get_version"], "description": "Per-target RPC"},
+        "connect_interval": dict(DUR, description="Per-target connect interval"),
+    },
+    "anyOf": [{"required": ["uri"]}, {"required": ["host"]}],
+}
+
+
+def node(path, value):
+    d = desc.get(path)
+    if path == "targets":
+        return {"type": "array", "minItems": 1, "description": d, "items": target_item}
+    if isinstance(value, dict) and d is None:
+        props = {k: node(f"{path}.{k}" if path else k, v) for k, v in value.items()}
+        return {"type": "object", "additionalProperties": False, "properties": props}
+    if isinstance(value, bool):
+        t = {"type": "boolean"}
+    elif isinstance(value, int):
+        t = {"type": "integer"}
+    elif isinstance(value, float):
+        t = {"type": "number"}
+    elif isinstance(value, str):
+        t = {"type": "string"}
+    elif isinstance(value, list):
+        t = {"type": "array"}
+    elif isinstance(value, dict):
+        t = {"type": "object"}
+    else:
+        raise SystemExit(f"no type for {path}")
+    t.update(special.get(path, {}))
+    if "enum" in t:
+        t.pop("type", None)
+    if d is None:
+        raise SystemExit(f"no description for {path}")
+    t["description"] = d
+    return t
+
+
+def generate(values_path: str = "charts/milvus-probe/values.yaml") -> str:
+    with open(values_path, encoding="utf-8") as fh:
+        src = fh.read()
+    desc.clear()
+    for m in re.finditer(r"^\s*## @param (\S+) (.+)$", src, re.M):
+        desc[m.group(1)] = m.group(2).strip()
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "milvus-probe chart values",
+    }
+    schema.update(node("", yaml.safe_load(src)))
+    return json.dumps(schema, indent=2) + "\n"
+
+
+desc: dict[str, str] = {}
+
+if __name__ == "__main__":
+    print(generate(), end="")

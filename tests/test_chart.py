@@ -1,0 +1,346 @@
+"""The Helm chart, checked by the real tools: helm lint/template, Kubernetes schemas, our own config check."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "milvus-probe"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    binary = ROOT / ".tools" / "helm"
+    assert binary.exists(), "helm is missing: `make tools` fetches it (make test does)"
+    home = tmp_path_factory.mktemp("helm")
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(binary), *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        if check:
+            assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stderr}"
+        return done
+
+    return run
+
+
+def render(helm, *args: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    out = helm("template", "rel", str(CHART), "--namespace", "milvus", *args).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def kinds(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        found.setdefault(doc["kind"], []).append(doc)
+    return found
+
+
+def test_lint_strict(helm) -> None:  # type: ignore[no-untyped-def]
+    helm("lint", "--strict", str(CHART))
+    for values in CI_VALUES:
+        helm("lint", "--strict", str(CHART), "-f", str(values))
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+@pytest.mark.parametrize("version", ["1.27", "1.37"])
+def test_manifests_pass_kubernetes_schemas(
+    helm,
+    values: Path,
+    version: str,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    validate = Path(sys.executable).parent / "kubernetes-validate"
+    assert validate.exists(), "kubernetes-validate is missing: pip install -e .[test]"
+    docs = render(helm, "-f", str(values))
+    core = [d for d in docs if d["kind"] not in CRD_KINDS]
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump_all(core))
+    done = subprocess.run(
+        [str(validate), "--strict", "--quiet", "-k", version, str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The Prometheus Operator CRDs have no schema available offline: their structure is
+    # asserted explicitly in test_monitors_structure and tests/test_monitoring.py.
+
+
+def _deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = kinds(docs)["Deployment"]
+    return deployment
+
+
+def test_secure_defaults(helm) -> None:  # type: ignore[no-untyped-def]
+    docs = render(helm)
+    pod = _deployment(docs)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+    volume = next(v for v in pod["volumes"] if v["name"] == tmp["name"])
+    assert "emptyDir" in volume
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["ports"] == [
+        {"name": "http-metrics", "containerPort": 9091, "protocol": "TCP"}
+    ]
+    (service,) = kinds(docs)["Service"]
+    assert service["spec"]["ports"][0]["name"] == "http-metrics"
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_no_rbac_and_no_secret_in_config(helm, values: Path) -> None:  # type: ignore[no-untyped-def]
+    docs = render(helm, "-f", str(values))
+    assert not RBAC_KINDS & set(kinds(docs)), "no feature needs API access yet"
+    for cm in kinds(docs).get("ConfigMap", []):
+        for text in cm.get("data", {}).values():
+            lowered = text.lower()
+            assert "token:" not in lowered and "password:" not in lowered
+    assert "Secret" not in kinds(docs)  # credentials come from existing Secrets only
+
+
+def test_auth_and_tls_come_from_mounted_secrets(helm) -> None:  # type: ignore[no-untyped-def]
+    docs = render(helm, "-f", str(CHART / "ci" / "auth-tls-values.yaml"))
+    config = yaml.safe_load(kinds(docs)["ConfigMap"][0]["data"]["config.yaml"])
+    for target in config["targets"]:
+        assert target["token_file"] == "/etc/milvus-probe/auth/token"
+        assert target["ca_pem_path"] == "/etc/milvus-probe/tls/ca.crt"
+        assert target["client_pem_path"] == "/etc/milvus-probe/tls/client.crt"
+        assert target["server_name"] == "milvus.prod.example.com"
+    pod = _deployment(docs)["spec"]["template"]["spec"]
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"milvus-probe-token", "milvus-probe-tls"}
+    env = pod["containers"][0].get("env", [])
+    assert not any("TOKEN" in e["name"] or "PASSWORD" in e["name"] for e in env)
+
+
+def test_inline_token_is_refused(helm) -> None:  # type: ignore[no-untyped-def]
+    done = helm(
+        "template",
+        "rel",
+        str(CHART),
+        "--set",
+        "targets[0].alias=a",
+        "--set",
+        "targets[0].uri=x:1",
+        "--set",
+        "targets[0].token=root:Milvus",
+        check=False,
+    )
+    assert done.returncode != 0 and "token" in done.stderr
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_rendered_config_is_one_the_daemon_accepts(
+    helm,
+    values: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    docs = render(helm, "-f", str(values))
+    text = kinds(docs)["ConfigMap"][0]["data"]["config.yaml"]
+    # The mounted Secret files exist in the pod; here they are stand-ins in tmp_path.
+    mounts = tmp_path / "etc"
+    for name in ("auth/token", "tls/ca.crt", "tls/client.crt", "tls/client.key"):
+        (mounts / name).parent.mkdir(parents=True, exist_ok=True)
+        (mounts / name).write_text("stand-in\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(text.replace("/etc/milvus-probe/", f"{mounts}/"))
+    done = subprocess.run(
+        [sys.executable, "-m", "probe", "serve", "--config.check", "--config.file", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ["PATH"]},
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_checksum_rolls_pods_when_targets_change(helm) -> None:  # type: ignore[no-untyped-def]
+    def checksum(*args: str) -> str:
+        pod = _deployment(render(helm, *args))["spec"]["template"]
+        return str(pod["metadata"]["annotations"]["checksum/config"])
+
+    base = checksum()
+    assert checksum() == base
+    assert checksum("--set", "targets[0].uri=http://other:19530") != base
+    assert checksum("--set", "probe.interval=20s") != base
+    assert checksum("--set", "replicaCount=3") == base
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("probe.rpc=ping", "probe.rpc"),
+        ("probe.interval=soon", "probe.interval"),
+        ("containerPort=70000", "containerPort"),
+        ("readiness.policy=most", "readiness.policy"),
+        ("image.pullPolicy=Sometimes", "image.pullPolicy"),
+        ("logging.level=loud", "logging.level"),
+        ("unknownKey=1", "unknownKey"),
+    ],
+)
+def test_bad_values_make_helm_fail(helm, flag: str, message: str) -> None:  # type: ignore[no-untyped-def]
+    done = helm("template", "rel", str(CHART), "--set", flag, check=False)
+    assert done.returncode != 0
+    assert message in done.stderr
+
+
+def test_wrong_type_in_a_values_file_fails(helm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    values = tmp_path / "bad.yaml"
+    values.write_text("replicaCount: two\nprobe:\n  maxConcurrent: -1\n")
+    done = helm("template", "rel", str(CHART), "-f", str(values), check=False)
+    assert done.returncode != 0
+    assert "replicaCount" in done.stderr and "maxConcurrent" in done.stderr
+
+
+def test_sidecar_mode_renders_no_deployment_and_warns_on_9091(helm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    docs = render(helm, "-f", str(CHART / "ci" / "sidecar-values.yaml"))
+    assert "Deployment" not in kinds(docs) and "Service" not in kinds(docs)
+    assert "ConfigMap" in kinds(docs) and "PodMonitor" in kinds(docs)
+    assert "WARNING: containerPort is 9091" in notes(
+        helm, tmp_path, "--set", "sidecar.enabled=true"
+    )
+    sidecar = notes(helm, tmp_path, "-f", str(CHART / "ci" / "sidecar-values.yaml"))
+    assert "WARNING" not in sidecar and "milvus-probe.container" in sidecar
+
+
+def notes(helm, tmp_path: Path, *args: str) -> str:  # type: ignore[no-untyped-def]
+    """NOTES.txt as `helm install` would print it (which needs a cluster): rendered with tpl
+    from a ConfigMap in a throwaway copy of the chart."""
+    chart = tmp_path / "notes-chart"
+    if not chart.exists():
+        shutil.copytree(CHART, chart)
+        shutil.copy(CHART / "templates" / "NOTES.txt", chart / "notes.txt")
+        (chart / "templates" / "notes.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+            'data:\n  notes: {{ tpl (.Files.Get "notes.txt") . | quote }}\n'
+        )
+    out = helm(
+        "template",
+        "rel",
+        str(chart),
+        "--namespace",
+        "milvus",
+        "--show-only",
+        "templates/notes.yaml",
+        *args,
+    ).stdout
+    return str(yaml.safe_load(out)["data"]["notes"])
+
+
+def test_notes_explain_port_forward_and_warn_on_risky_values(helm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    default = notes(helm, tmp_path)
+    assert "kubectl -n milvus port-forward deploy/rel-milvus-probe 9091:9091" in default
+    assert "/debug/pprof/profile" in default and "/metrics" in default
+    risky = notes(helm, tmp_path, "--set", "profiling.allowRemote=true")
+    assert "WARNING: profiling.allowRemote=true" in risky
+
+
+def test_container_template_embeds_in_another_pod(helm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The sidecar pattern: another chart includes "milvus-probe.container" in its pod."""
+    chart = tmp_path / "milvus-probe"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "host-pod.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: milvus-proxy\nspec:\n  containers:\n"
+        "    - name: proxy\n      image: milvusdb/milvus:v2.5.4\n"
+        '    {{- include "milvus-probe.container" . | nindent 4 }}\n'
+        '  volumes:\n    {{- include "milvus-probe.volumes" . | nindent 4 }}\n'
+    )
+    out = helm(
+        "template",
+        "rel",
+        str(chart),
+        "-f",
+        str(CHART / "ci" / "sidecar-values.yaml"),
+        "--show-only",
+        "templates/host-pod.yaml",
+    ).stdout
+    pod = yaml.safe_load(out)
+    names = [c["name"] for c in pod["spec"]["containers"]]
+    assert names == ["proxy", "milvus-probe"]
+    probe = pod["spec"]["containers"][1]
+    assert "--web.listen-address=:9191" in probe["args"]
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(out)
+    validate = Path(sys.executable).parent / "kubernetes-validate"
+    done = subprocess.run(
+        [str(validate), "--strict", "--quiet", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_monitors_structure(helm) -> None:  # type: ignore[no-untyped-def]
+    docs = kinds(render(helm, "-f", str(CHART / "ci" / "everything-values.yaml")))
+    (sm,) = docs["ServiceMonitor"]
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["port"] == "http-metrics" and endpoint["path"] == "/metrics"
+    assert endpoint["interval"] == "30s" and endpoint["scrapeTimeout"] == "10s"
+    assert endpoint["relabelings"][0]["targetLabel"] == "node"
+    assert endpoint["metricRelabelings"][0]["action"] == "drop"
+    assert sm["spec"]["selector"]["matchLabels"] == docs["Service"][0]["spec"]["selector"]
+    pm = kinds(render(helm, "--set", "podMonitor.enabled=true"))["PodMonitor"][0]
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "http-metrics"
+
+
+def test_image_tag_and_digest(helm) -> None:  # type: ignore[no-untyped-def]
+    def image(*args: str) -> str:
+        return str(
+            _deployment(render(helm, *args))["spec"]["template"]["spec"]["containers"][0]["image"]
+        )
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert image() == f"ghcr.io/milvus-probe/milvus-probe:{chart['appVersion']}"
+    assert image("--set", "image.tag=dev") == "ghcr.io/milvus-probe/milvus-probe:dev"
+    digest = "sha256:" + "a" * 64
+    assert image("--set", f"image.digest={digest}") == f"ghcr.io/milvus-probe/milvus-probe@{digest}"
+
+
+def test_schema_is_generated_from_values() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import chart_schema
+    finally:
+        sys.path.pop(0)
+    expected = chart_schema.generate(str(CHART / "values.yaml"))
+    assert (CHART / "values.schema.json").read_text() == expected, "run `make schema`"
+
+
+def test_helm_test_pod_runs_check(helm) -> None:  # type: ignore[no-untyped-def]
+    docs = render(helm, "-f", str(CHART / "ci" / "auth-tls-values.yaml"))
+    pod = next(
+        d for d in kinds(docs)["Pod"] if d["metadata"]["annotations"].get("helm.sh/hook") == "test"
+    )
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[0] == "check" and "--alias=prod" in args
