@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 MILVUS_PORT ?= 19530
 PROBE_PORT  ?= 9091
 
-.PHONY: help venv tools test demo proto schema requirements lint clean rules
+.PHONY: help venv tools test demo proto schema chart-docs requirements lint clean rules
 
 help:
 	@echo "make demo   start a local Milvus (milvus-lite) and the probe against it on :9091"
@@ -55,6 +55,9 @@ requirements:
 
 schema: venv
 	$(PY) scripts/chart_schema.py > charts/milvus-probe/values.schema.json
+
+chart-docs: venv
+	$(PY) scripts/chart_schema.py --readme charts/milvus-probe/README.md
 
 proto: venv
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. probe/milvus/wire.proto probe/pprof/profile.proto

@@ -133,5 +133,44 @@ def generate(values_path: str = "charts/milvus-probe/values.yaml") -> str:
 
 desc: dict[str, str] = {}
 
+
+def values_table(values_path: str = "charts/milvus-probe/values.yaml") -> str:
+    """The chart README's values table: every `## @param`, its default and description."""
+    with open(values_path, encoding="utf-8") as fh:
+        src = fh.read()
+    values = yaml.safe_load(src)
+    rows = ["| value | default | description |", "|---|---|---|"]
+    for m in re.finditer(r"^\s*## @param (\S+) (.+)$", src, re.M):
+        key, text = m.group(1), m.group(2).strip()
+        default: object = values
+        for part in key.split("."):
+            default = default[part]  # type: ignore[index]
+        shown = json.dumps(default) if not isinstance(default, str) else f'"{default}"'
+        if len(shown) > 60:
+            shown = "see values.yaml"
+        escaped = text.replace("|", "\\|")
+        rows.append(f"| `{key}` | `{shown}` | {escaped} |")
+    return "\n".join(rows) + "\n"
+
+
+START, END = "<!-- values:start -->", "<!-- values:end -->"
+
+
+def readme_with_table(readme: str, values_path: str = "charts/milvus-probe/values.yaml") -> str:
+    """`readme` with the text between the values markers replaced by a fresh table."""
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{values_table(values_path)}{END}{tail}"
+
+
 if __name__ == "__main__":
-    print(generate(), end="")
+    import sys
+
+    if "--readme" in sys.argv:
+        path = sys.argv[sys.argv.index("--readme") + 1]
+        with open(path, encoding="utf-8") as fh:
+            text = readme_with_table(fh.read())
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        print(generate(), end="")

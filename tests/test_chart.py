@@ -327,14 +327,17 @@ def test_image_tag_and_digest(helm) -> None:  # type: ignore[no-untyped-def]
     assert image("--set", f"image.digest={digest}") == f"ghcr.io/milvus-probe/milvus-probe@{digest}"
 
 
-def test_schema_is_generated_from_values() -> None:
+def test_schema_and_readme_table_are_generated_from_values() -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import chart_schema
     finally:
         sys.path.pop(0)
-    expected = chart_schema.generate(str(CHART / "values.yaml"))
+    values = str(CHART / "values.yaml")
+    expected = chart_schema.generate(values)
     assert (CHART / "values.schema.json").read_text() == expected, "run `make schema`"
+    readme = (CHART / "README.md").read_text()
+    assert chart_schema.readme_with_table(readme, values) == readme, "run `make chart-docs`"
 
 
 def test_helm_test_pod_runs_check(helm) -> None:  # type: ignore[no-untyped-def]
