@@ -29,7 +29,8 @@ from probe.result import QUOTA_NONE, QUOTA_STATES, FailureReason, Phase, ProbeRe
 from probe.targets import Target
 
 PREFIX = "milvus_probe"
-TARGET_LABELS = ("alias", "target")
+TARGET_LABELS = ("alias", "target", "namespace", "service", "pod")
+"""Every per-target series; namespace/service/pod are empty for static targets."""
 QUOTA_LABELS = (QUOTA_NONE, *QUOTA_STATES.values())
 SERVER_INFO_LABELS = ("version", "git_commit", "go_version", "deploy_mode", "build_time")
 
@@ -48,7 +49,12 @@ def latency_buckets(max_timeout: float) -> list[float]:
 class _ConnectionCollector(Collector):
     """Connection counts read from the ledger at scrape time, so they are never stale."""
 
-    def __init__(self, ledger: ConnectionLedger, known: set[tuple[str, str]], lock: threading.Lock):
+    def __init__(
+        self,
+        ledger: ConnectionLedger,
+        known: dict[tuple[str, str], tuple[str, ...]],
+        lock: threading.Lock,
+    ) -> None:
         self._ledger, self._known, self._lock = ledger, known, lock
 
     def describe(self) -> Iterable[Metric]:
@@ -68,12 +74,12 @@ class _ConnectionCollector(Collector):
         )
         counts = self._ledger.snapshot()
         with self._lock:
-            known = sorted(self._known)
-        for key in known:
+            known = sorted(self._known.items())
+        for key, labels in known:
             o, c = counts.get(key, (0, 0))
-            opened.add_metric(key, o)
-            closed.add_metric(key, c)
-            open_now.add_metric(key, o - c)
+            opened.add_metric(labels, o)
+            closed.add_metric(labels, c)
+            open_now.add_metric(labels, o - c)
         yield opened
         yield closed
         yield open_now
@@ -175,38 +181,39 @@ class ProbeMetrics:
         build.labels(probe.__version__, platform.python_version(), grpc.__version__).set(1)
 
         self._lock = threading.Lock()
-        self._known: set[tuple[str, str]] = set()
+        self._known: dict[tuple[str, str], tuple[str, ...]] = {}
+        """(alias, address) → the target's label values."""
         self._server_info: dict[tuple[str, str], tuple[str, ...]] = {}
         self._rpc: dict[tuple[str, str], RpcMethod] = {}
         registry.register(_ConnectionCollector(ledger, self._known, self._lock))
 
     def add_target(self, target: Target) -> None:
         """Create the target's series at 0."""
-        key = (target.alias, target.address)
+        key = target.alias, target.address
+        labels = target.series_labels
         with self._lock:
-            self._known.add(key)
-            self._rpc[key] = target.rpc
-        self.attempts.labels(*key)
+            self._known[key] = labels
+        self.attempts.labels(*labels)
         for reason in FailureReason:
-            self.failures.labels(*key, reason.value)
-        self.success.labels(*key)
-        self.duration.labels(*key)
+            self.failures.labels(*labels, reason.value)
+        self.success.labels(*labels)
+        self.duration.labels(*labels)
         for phase in Phase:
-            self.phase_duration.labels(*key, phase.value)
-        self.last_success.labels(*key)
-        self.missed.labels(*key)
+            self.phase_duration.labels(*labels, phase.value)
+        self.last_success.labels(*labels)
+        self.missed.labels(*labels)
         if target.rpc is RpcMethod.CHECK_HEALTH:
-            self.healthy.labels(*key)
+            self.healthy.labels(*labels)
             for state in QUOTA_LABELS:
-                self.quota_state.labels(*key, state)
+                self.quota_state.labels(*labels, state)
 
     def remove_target(self, alias: str, address: str) -> None:
         """Remove every series of the target."""
-        key = (alias, address)
         with self._lock:
-            self._known.discard(key)
-            self._rpc.pop(key, None)
-            info = self._server_info.pop(key, None)
+            labels = self._known.pop((alias, address), None)
+            info = self._server_info.pop((alias, address), None)
+        if labels is None:
+            return
         for metric in (
             self.attempts,
             self.success,
@@ -215,18 +222,24 @@ class ProbeMetrics:
             self.missed,
             self.healthy,
         ):
-            _remove(metric, key)
+            _remove(metric, labels)
         for reason in FailureReason:
-            _remove(self.failures, (*key, reason.value))
+            _remove(self.failures, (*labels, reason.value))
         for phase in Phase:
-            _remove(self.phase_duration, (*key, phase.value))
+            _remove(self.phase_duration, (*labels, phase.value))
         for state in QUOTA_LABELS:
-            _remove(self.quota_state, (*key, state))
+            _remove(self.quota_state, (*labels, state))
         if info is not None:
-            _remove(self.server_info, (*key, *info))
+            _remove(self.server_info, (*labels, *info))
+
+    def _labels(self, alias: str, address: str) -> tuple[str, ...] | None:
+        with self._lock:
+            return self._known.get((alias, address))
 
     def record(self, result: ProbeResult) -> None:
-        key = (result.alias, result.target)
+        key = self._labels(result.alias, result.target)
+        if key is None:
+            return  # not (or no longer) a target: never recreate its series
         self.attempts.labels(*key).inc()
         self.duration.labels(*key).observe(result.duration)
         for phase, seconds in result.phases.items():
@@ -245,9 +258,11 @@ class ProbeMetrics:
             for state in QUOTA_LABELS:
                 self.quota_state.labels(*key, state).set(1 if state in present else 0)
         if result.version is not None or result.server_info is not None:
-            self._set_server_info(key, result)
+            self._set_server_info((result.alias, result.target), key, result)
 
-    def _set_server_info(self, key: tuple[str, str], result: ProbeResult) -> None:
+    def _set_server_info(
+        self, key: tuple[str, str], labels: tuple[str, ...], result: ProbeResult
+    ) -> None:
         si = result.server_info
         with self._lock:
             previous = self._server_info.get(key)
@@ -262,17 +277,15 @@ class ProbeMetrics:
         if values == previous:
             return
         if previous is not None:
-            _remove(self.server_info, (*key, *previous))
-        self.server_info.labels(*key, *values).set(1)
+            _remove(self.server_info, (*labels, *previous))
+        self.server_info.labels(*labels, *values).set(1)
         with self._lock:
             self._server_info[key] = values
 
     def missed_cycle(self, target: Target) -> None:
-        key = (target.alias, target.address)
-        with self._lock:
-            if key not in self._known:
-                return  # removed while the scheduler still held it: don't recreate its series
-        self.missed.labels(*key).inc()
+        labels = self._labels(target.alias, target.address)
+        if labels is not None:  # a removed target's series must not come back
+            self.missed.labels(*labels).inc()
 
 
 def _remove(metric: Counter | Gauge | Histogram, labels: tuple[str, ...]) -> None:

@@ -643,7 +643,8 @@ def test_missed_cycle_series_of_a_removed_target_stays_removed(daemon: DaemonFac
                      interval="100ms", timeout="90ms", probe_max_concurrent=1)
         app = daemon(**{"config.file": str(config)})
         port = app.port
-        missed = ("milvus_probe_missed_cycles_total", {"alias": "gone", "target": gone_uri})
+        missed = ("milvus_probe_missed_cycles_total",
+                  {"alias": "gone", "target": gone_uri, "namespace": "", "service": "", "pod": ""})
         wait_until(lambda: (app.registry.get_sample_value(*missed) or 0) >= 2, 10,
                    "missed slots of gone")
 

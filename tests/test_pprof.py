@@ -168,11 +168,13 @@ def test_allocs_uses_alloc_sample_types(app: App, go_pprof, tmp_path: Path) -> N
 
 
 def test_goroutine_dumps(app: App, workloads: None, go_pprof, tmp_path: Path) -> None:
+    before = {t.name for t in threading.enumerate()}
     status, full = fetch(app, "/debug/pprof/goroutine?debug=2")
+    lived_throughout = before & {t.name for t in threading.enumerate()}
     assert status == 200
     text = full.decode()
-    for thread in threading.enumerate():
-        assert f'"{thread.name}"' in text, thread.name
+    for name in lived_throughout:
+        assert f'"{name}"' in text, name
     assert "milvus_probe_test_sleepy_workload()" in text
     assert "daemon=" in text and "native_id=" in text
 
@@ -360,9 +362,9 @@ def test_index_lists_every_profile(app: App) -> None:
 def test_probes_keep_their_schedule_while_a_profile_runs(app: App) -> None:
     """A 10 s CPU profile at 100 Hz must not stall the 200 ms probe schedule."""
     def attempts() -> float:
-        value = app.registry.get_sample_value(
-            "milvus_probe_attempts_total", {"alias": "default", "target": app.config.targets[0]
-                                            .address})
+        labels = dict(zip(("alias", "target", "namespace", "service", "pod"),
+                          app.config.targets[0].series_labels, strict=True))
+        value = app.registry.get_sample_value("milvus_probe_attempts_total", labels)
         return value or 0.0
 
     def lag_count_over(limit: float) -> float:

@@ -25,6 +25,17 @@ class TLSFiles:
 
 
 @dataclass(frozen=True)
+class ObjectRef:
+    """A Kubernetes object: what an Event is about."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str = ""
+    api_version: str = "v1"
+
+
+@dataclass(frozen=True)
 class Target:
     """One Milvus endpoint and how to reach it. Equality compares settings only."""
 
@@ -39,8 +50,19 @@ class Target:
     db_name: str = ""
     credentials: Credentials | None = None
     tls: TLSFiles | None = None
-    labels: tuple[tuple[str, str], ...] = field(default=())
-    """Extra identifying labels (e.g. from discovery); not used by static targets."""
+    namespace: str = ""
+    """Kubernetes namespace of a discovered target ("" for static targets)."""
+    service: str = ""
+    """Kubernetes Service a discovered target belongs to."""
+    pod: str = ""
+    """Pod behind a discovered endpoint ("" for the Service's own address)."""
+    regarding: ObjectRef | None = field(default=None, compare=False)
+    """The Kubernetes object Events about this target are attached to."""
+
+    @property
+    def series_labels(self) -> tuple[str, str, str, str, str]:
+        """Label values of the target's series: alias, target, namespace, service, pod."""
+        return self.alias, self.address, self.namespace, self.service, self.pod
 
     @property
     def address(self) -> str:
