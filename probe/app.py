@@ -6,9 +6,11 @@ Data flows one way: target source → scheduler → prober → result → metric
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,13 +23,13 @@ from prometheus_client import (
 from probe import logs
 from probe.config import SECRET_FLAGS, Config, ConfigError, describe
 from probe.health import Change, Check, Health, TargetState
-from probe.metrics import ProbeMetrics
+from probe.metrics import KubernetesMetrics, ProbeMetrics
 from probe.milvus.channel import warm_up
 from probe.pages import status_page
 from probe.prober import InfoMode, Prober, SlotsBusy
-from probe.result import ProbeResult
+from probe.result import FailureReason, ProbeResult
 from probe.scheduler import Scheduler
-from probe.targets import Target
+from probe.targets import ObjectRef, Target
 from probe.targets.static import StaticTargetSource
 from probe.web import AliasRequired, Busy, ManagementServer, Router, UnknownAlias
 
@@ -76,6 +78,13 @@ class App:
 
             pprof = ProfilingApp(config.profiling, SECRET_FLAGS)
         self.router = Router(self, pprof)
+        self.discovery: Any = None
+        self.events: Any = None
+        self.kube_metrics: KubernetesMetrics | None = None
+        self._own_pod = _own_pod()
+        self._denying: dict[str, bool] = {}
+        if config.discovery is not None or _events_wanted(config):
+            self._start_kubernetes(config)
         self.server = ManagementServer(self.router, config.listen_address)
         self._lock = threading.Lock()
         """Guards the target table; held while recording so a removed target stays removed."""
@@ -91,10 +100,75 @@ class App:
     def port(self) -> int:
         return self.server.port
 
+    def _start_kubernetes(self, config: Config) -> None:
+        """Build discovery and Events; the only path that imports `kubernetes`."""
+        from probe import kube
+
+        self.kube_metrics = KubernetesMetrics(self.registry)
+        api = kube.api_client(config.kubeconfig)
+        if config.discovery is not None:
+            from probe.targets.kubernetes import (
+                DiscoveryOptions,
+                KubernetesTargetSource,
+                Shard,
+            )
+
+            d = config.discovery
+            assert d.template is not None
+            self.discovery = KubernetesTargetSource(
+                DiscoveryOptions(
+                    namespace=d.namespace or kube.own_namespace(),
+                    service=d.service,
+                    label_selector=d.label_selector,
+                    port_name=d.port_name,
+                    include_service=d.include_service,
+                    shard=Shard(d.shard_index, d.shard_total),
+                    template=d.template,
+                ),
+                api=api,
+                on_error=lambda kind: self.kube_metrics.discovery_errors.labels(kind).inc(),  # type: ignore[union-attr]
+                on_sync=self.kube_metrics.synced,
+            )
+            self.health.extra_checks.append(self._discovery_check)
+        if _events_wanted(config):
+            from probe.events import EventRecorder
+
+            self.events = EventRecorder(
+                api,
+                instance=os.environ.get("POD_NAME"),
+                on_result=lambda result: self.kube_metrics.events.labels(result).inc(),  # type: ignore[union-attr]
+            )
+
+    def _discovery_check(self) -> Check:
+        source = self.discovery
+        if not source.synced.is_set():
+            why = source.last_error or "waiting for the first list"
+            return Check("discovery", False, f"not synced yet: {why}")
+        ago = time.time() - (source.last_sync or time.time())
+        note = f"; last error: {source.last_error}" if source.last_error else ""
+        return Check(
+            "discovery",
+            True,
+            f"{len(source.current())} target(s), heard from the API server {ago:.0f}s ago{note}",
+        )
+
+    def _current_targets(self) -> list[Target]:
+        """Static targets, then discovered ones (a static alias wins a collision)."""
+        static = self.source.current()
+        if self.discovery is None:
+            return static
+        taken = {t.alias for t in static}
+        return static + [t for t in self.discovery.current() if t.alias not in taken]
+
     def start(self) -> None:
         warm_up()
-        self.source.subscribe(self._apply_targets)
-        self._apply_targets(self.source.current(), first_round=True)
+        self.source.subscribe(lambda _: self._apply_targets(self._current_targets()))
+        if self.discovery is not None:
+            self.discovery.subscribe(lambda _: self._apply_targets(self._current_targets()))
+            self.discovery.start()
+        if self.events is not None:
+            self.events.start()
+        self._apply_targets(self._current_targets(), first_round=True)
         self.source.start()
         self.server.start()
         self.health.server_started()
@@ -122,6 +196,10 @@ class App:
         self.health.stopping()
         self.scheduler.stop(timeout=0.5)
         self.source.stop()
+        if self.discovery is not None:
+            self.discovery.stop()
+        if self.events is not None:
+            self.events.stop()
         closed = self.ledger.close_all()
         finished = self.scheduler.join_workers(SHUTDOWN_BUDGET)
         self.server.stop()
@@ -186,8 +264,71 @@ class App:
                 self._connected_at[target.alias] = self._clock()
             self.metrics.record(result)
             change = self.health.observe(result)
+            denying = self._quota_change(result)
         if change is not None:
             _log_change(change)
+            if not (change.first and change.up):  # a target that starts healthy changed nothing
+                self._post_change(target, change)
+        if denying is not None and self.events is not None:
+            self._post_quota(target, result, denying)
+
+    def _quota_change(self, result: ProbeResult) -> bool | None:
+        """True/False when the target starts/stops denying reads or writes, else None."""
+        if result.quota_states is None:
+            return None
+        denying = any(s.startswith("DenyTo") for s in result.quota_states)
+        before = self._denying.get(result.alias, False)
+        self._denying[result.alias] = denying
+        return denying if denying != before else None
+
+    def _regarding(self, target: Target) -> ObjectRef | None:
+        return target.regarding or self._own_pod
+
+    def _post_change(self, target: Target, change: Change) -> None:
+        regarding = self._regarding(target)
+        if regarding is None or self.events is None:
+            return
+        from probe.events import EventRequest
+
+        if change.up:
+            reason, kind = "MilvusConnectionRecovered", "Normal"
+            message = f"{change.alias} ({change.target}) answers again"
+            if change.previous_reason:
+                message += f"; it failed with {change.previous_reason} before"
+        else:
+            unhealthy = change.reason is FailureReason.UNHEALTHY
+            reason = "MilvusUnhealthy" if unhealthy else "MilvusConnectionFailed"
+            kind = "Warning"
+            message = (
+                f"{change.alias} ({change.target}) failed: {change.reason}: {change.error[:600]}"
+            )
+        self.events.record(EventRequest(regarding, kind, reason, message, change.alias))
+
+    def _post_quota(self, target: Target, result: ProbeResult, denying: bool) -> None:
+        regarding = self._regarding(target)
+        if regarding is None or self.events is None:
+            return
+        from probe.events import EventRequest
+
+        states = ", ".join(result.quota_states or ()) or "none"
+        if denying:
+            request = EventRequest(
+                regarding,
+                "Warning",
+                "MilvusQuotaDenying",
+                f"{target.alias} ({target.address}) quota states: {states}",
+                target.alias,
+            )
+        else:
+            request = EventRequest(
+                regarding,
+                "Normal",
+                "MilvusQuotaCleared",
+                f"{target.alias} ({target.address}) no longer denies "
+                f"reads or writes (quota states: {states})",
+                target.alias,
+            )
+        self.events.record(request)
 
     # ----------------------------------------------------------- reload
 
@@ -272,8 +413,21 @@ class App:
         )
 
 
-def _series_key(target: Target) -> tuple[str, str, str]:
-    return target.alias, target.address, target.rpc.value
+def _series_key(target: Target) -> tuple[str, ...]:
+    return (*target.series_labels, target.rpc.value)
+
+
+def _own_pod() -> ObjectRef | None:
+    """Our own pod (downward API), which Events about static targets are attached to."""
+    name, namespace = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
+    return ObjectRef("Pod", namespace, name) if name and namespace else None
+
+
+def _events_wanted(config: Config) -> bool:
+    if config.events is not None:
+        return config.events
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    return in_cluster and (config.discovery is not None or bool(os.environ.get("POD_NAME")))
 
 
 def _log_change(change: Change) -> None:

@@ -42,6 +42,7 @@ _GROUPS = {
     "readiness": "Readiness (/readyz)",
     "log": "Logging",
     "profiling": "Profiling (/debug/pprof/)",
+    "discovery": "Kubernetes (discovery, sharding, events)",
 }
 
 SERVE_EPILOG = """\

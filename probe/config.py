@@ -7,6 +7,7 @@ each with the place it came from (`config.yaml: targets[2].uri: ...`,
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import re
@@ -122,6 +123,12 @@ def _choice(enum_type: type[enum.StrEnum]) -> Callable[[Any], Any]:
     return parse
 
 
+def _auto_bool(value: Any) -> bool | None:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    return parse_bool(value)
+
+
 def _log_level(value: Any) -> str:
     text = str(value).strip().lower()
     text = "warn" if text == "warning" else text
@@ -193,6 +200,24 @@ class ProfilingSettings:
 
 
 @dataclass(frozen=True)
+class DiscoverySettings:
+    """Kubernetes EndpointSlice discovery (`--discovery.kubernetes.*`)."""
+
+    namespace: str | None = None
+    """Namespace to watch (default: the pod's own)."""
+    service: str | None = None
+    label_selector: str | None = None
+    port_name: str | None = None
+    """EndpointSlice port to dial (default: the one named for gRPC, else 19530)."""
+    include_service: bool = True
+    """Probe the Service's own DNS name too, as clients reach it."""
+    shard_index: int = 0
+    shard_total: int = 1
+    template: Target | None = None
+    """Connection settings for discovered targets (config file `discovery.template`)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything the daemon runs with."""
 
@@ -205,6 +230,12 @@ class Config:
     readiness: ReadinessSettings = field(default_factory=ReadinessSettings)
     profiling: ProfilingSettings = field(default_factory=ProfilingSettings)
     targets: tuple[Target, ...] = ()
+    discovery: DiscoverySettings | None = None
+    """None unless --discovery.kubernetes.enabled."""
+    events: bool | None = None
+    """Post Kubernetes Events: True, False, or None (auto: in a cluster, with discovery or
+    POD_NAME set)."""
+    kubeconfig: str | None = None
 
 
 @dataclass(frozen=True)
@@ -372,6 +403,84 @@ OPTIONS: tuple[Option, ...] = (
         switch=True,
     ),
     Option(
+        "discovery.kubernetes.enabled",
+        parse_bool,
+        False,
+        "probe every pod behind a Service, found through EndpointSlices",
+        "discovery",
+        metavar="BOOL",
+        switch=True,
+    ),
+    Option(
+        "discovery.kubernetes.namespace",
+        _string,
+        None,
+        "namespace to watch (default: the pod's own)",
+        "discovery",
+        metavar="NS",
+    ),
+    Option(
+        "discovery.kubernetes.service",
+        _string,
+        None,
+        "Service whose endpoints to probe",
+        "discovery",
+        metavar="NAME",
+    ),
+    Option(
+        "discovery.kubernetes.label-selector",
+        _string,
+        None,
+        "or: EndpointSlices matching this label selector",
+        "discovery",
+        metavar="SELECTOR",
+    ),
+    Option(
+        "discovery.kubernetes.port-name",
+        _string,
+        None,
+        "EndpointSlice port to dial (default: the port named for gRPC, else 19530)",
+        "discovery",
+        metavar="NAME",
+    ),
+    Option(
+        "discovery.kubernetes.include-service",
+        parse_bool,
+        True,
+        "probe the Service's DNS name too, as clients reach it",
+        "discovery",
+        metavar="BOOL",
+        switch=True,
+    ),
+    Option(
+        "discovery.shard",
+        _string,
+        None,
+        "INDEX/TOTAL, or auto/TOTAL (INDEX from the StatefulSet ordinal in POD_NAME): probe "
+        "only this replica's share of the discovered pods",
+        "discovery",
+        metavar="SHARD",
+    ),
+    Option(
+        "kubeconfig",
+        _string,
+        None,
+        "kubeconfig file, when not running in a cluster",
+        "discovery",
+        env_aliases=("KUBECONFIG",),
+        metavar="PATH",
+    ),
+    Option(
+        "events.enabled",
+        _auto_bool,
+        None,
+        "post Kubernetes Events on target state changes (default: on in a cluster with "
+        "discovery or POD_NAME set)",
+        "discovery",
+        metavar="BOOL|auto",
+        switch=True,
+    ),
+    Option(
         "readiness.success-threshold",
         _int_in(1, 1000),
         1,
@@ -443,7 +552,7 @@ _TARGET_OVERRIDES = {
     "connect_interval": parse_duration,
 }
 _TARGET_KEYS = CONNECTION_KEYS | set(_TARGET_OVERRIDES)
-_FILE_SECTIONS = {"probe", "readiness", "targets"}
+_FILE_SECTIONS = {"probe", "readiness", "targets", "discovery"}
 
 
 # --------------------------------------------------------------------------- errors
@@ -603,7 +712,19 @@ def load(sources: Sources) -> Config:
             f"shorter than the interval ({format_duration(probe.interval)})",
         )
 
-    targets = _targets(file_doc, file_name, flags, environ, probe, issues)
+    discovery = None
+    if values["discovery.kubernetes.enabled"]:
+        discovery = _discovery(values, file_doc, file_name, environ, probe, issues)
+    elif isinstance(file_doc.get("discovery"), dict):
+        issues.add(f"{file_name}: discovery", "set, but --discovery.kubernetes.enabled is off")
+    targets = _targets(
+        file_doc, file_name, flags, environ, probe, issues, default=discovery is None
+    )
+    # A static target's `namespace` label is the probe's own (downward API), which is what
+    # a ServiceMonitor would attach anyway; with honorLabels an empty one would erase it.
+    own_namespace = environ.get("POD_NAMESPACE", "")
+    if own_namespace:
+        targets = [dataclasses.replace(t, namespace=own_namespace) for t in targets]
     if issues.items:
         raise ConfigError(issues.items)
     profiling = ProfilingSettings(
@@ -621,6 +742,85 @@ def load(sources: Sources) -> Config:
         probe=probe,
         readiness=readiness,
         targets=tuple(targets),
+        discovery=discovery,
+        events=values["events.enabled"],
+        kubeconfig=values["kubeconfig"],
+    )
+
+
+_ORDINAL = re.compile(r"-(\d+)$")
+
+
+def _discovery(
+    values: Mapping[str, Any],
+    file_doc: Mapping[str, Any],
+    file_name: str,
+    environ: Mapping[str, str],
+    probe: ProbeSettings,
+    issues: _Issues,
+) -> DiscoverySettings:
+    service = values["discovery.kubernetes.service"]
+    selector = values["discovery.kubernetes.label-selector"]
+    if bool(service) == bool(selector):
+        issues.add(
+            "--discovery.kubernetes.service",
+            "discovery needs exactly one of --discovery.kubernetes.service and "
+            "--discovery.kubernetes.label-selector",
+        )
+    index, total = 0, 1
+    shard = values["discovery.shard"]
+    if shard:
+        match = re.fullmatch(r"(\d+|auto)/(\d+)", shard.strip())
+        if not match:
+            issues.add("--discovery.shard", f"expected INDEX/TOTAL or auto/TOTAL, got {shard!r}")
+        else:
+            total = int(match.group(2))
+            if match.group(1) == "auto":
+                pod = environ.get("POD_NAME") or environ.get("HOSTNAME", "")
+                ordinal = _ORDINAL.search(pod)
+                if not ordinal:
+                    issues.add(
+                        "--discovery.shard",
+                        f"auto needs a StatefulSet pod name ending "
+                        f"in -<ordinal> in POD_NAME, got {pod!r}",
+                    )
+                index = int(ordinal.group(1)) if ordinal else 0
+            else:
+                index = int(match.group(1))
+            if total < 1 or index >= total:
+                issues.add("--discovery.shard", f"shard {index} is outside 0–{total - 1}")
+    template = None
+    block = file_doc.get("discovery")
+    raw_template: dict[str, Any] = {}
+    if block is not None:
+        if not isinstance(block, dict) or set(block) - {"template"}:
+            issues.add(f"{file_name}: discovery", "expected a mapping with one key, template")
+        elif block.get("template") is not None:
+            if not isinstance(block["template"], dict):
+                issues.add(f"{file_name}: discovery.template", "expected a mapping")
+            else:
+                raw_template = dict(block["template"])
+    where = f"{file_name}: discovery.template"
+    for key in ("alias", "uri", "host", "port"):
+        if key in raw_template:
+            issues.add(
+                f"{where}.{key}",
+                "discovered targets take their alias and address from "
+                "the EndpointSlices; remove it",
+            )
+            raw_template.pop(key)
+    template = _target(
+        {**raw_template, "alias": "template", "host": "template.invalid"}, where, probe, issues
+    )
+    return DiscoverySettings(
+        namespace=values["discovery.kubernetes.namespace"],
+        service=service,
+        label_selector=selector,
+        port_name=values["discovery.kubernetes.port-name"],
+        include_service=_given(values["discovery.kubernetes.include-service"], True),
+        shard_index=index,
+        shard_total=total,
+        template=template,
     )
 
 
@@ -665,7 +865,9 @@ def _targets(
     environ: Mapping[str, str],
     probe: ProbeSettings,
     issues: _Issues,
+    default: bool = True,
 ) -> list[Target]:
+    """File targets, overlaid by connection flags/env; the pymilvus default if `default`."""
     raw_list = file_doc.get("targets")
     file_targets: list[tuple[str, dict[str, Any]]] = []
     if raw_list is not None and not isinstance(raw_list, list):
@@ -687,7 +889,7 @@ def _targets(
     overlay_where = "flags/environment"
     alias = overlay.get("alias", DEFAULT_ALIAS)
     has_connection = any(k != "alias" for k in overlay)
-    if has_connection or not file_targets:
+    if has_connection or (not file_targets and default):
         for index, (where, raw) in enumerate(file_targets):
             if raw.get("alias", DEFAULT_ALIAS) == alias:
                 merged = dict(raw)

@@ -83,6 +83,8 @@ class Health:
     _heartbeat: float | None = None
     _server_up: bool = False
     _stopping: bool = False
+    extra_checks: list[Callable[[], Check]] = field(default_factory=list)
+    """More readiness checks (e.g. discovery), each called on every /readyz."""
 
     # ----------------------------------------------------------- daemon state
 
@@ -247,6 +249,7 @@ class Health:
                 self._target_check(s, counts=policy is not ReadinessPolicy.SELF)
                 for s in self._states.values()
             ]
+        checks.extend(check() for check in self.extra_checks)
         counted = [c for c in checks if c.counts]
         ok = all(c.ok for c in counted)
         if policy is ReadinessPolicy.ANY:

@@ -202,10 +202,8 @@ class ProbeMetrics:
             self.phase_duration.labels(*labels, phase.value)
         self.last_success.labels(*labels)
         self.missed.labels(*labels)
-        if target.rpc is RpcMethod.CHECK_HEALTH:
-            self.healthy.labels(*labels)
-            for state in QUOTA_LABELS:
-                self.quota_state.labels(*labels, state)
+        # healthy and quota_state appear with the first CheckHealth answer: a 0 before
+        # it would claim an answer nobody gave.
 
     def remove_target(self, alias: str, address: str) -> None:
         """Remove every series of the target."""
@@ -286,6 +284,43 @@ class ProbeMetrics:
         labels = self._labels(target.alias, target.address)
         if labels is not None:  # a removed target's series must not come back
             self.missed.labels(*labels).inc()
+
+
+DISCOVERY_ERROR_KINDS = ("gone", "api", "connection", "service")
+EVENT_RESULTS = ("created", "aggregated", "rate_limited", "dropped", "failed")
+
+
+class KubernetesMetrics:
+    """Metrics of discovery and Events; created only when those features are on."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.discovery_targets = Gauge(
+            f"{PREFIX}_discovery_targets",
+            "Targets found by Kubernetes discovery.",
+            registry=registry,
+        )
+        self.discovery_errors = Counter(
+            f"{PREFIX}_discovery_errors",
+            "Discovery errors: gone (410, relisted), api, connection, service.",
+            ("kind",),
+            registry=registry,
+        )
+        for kind in DISCOVERY_ERROR_KINDS:
+            self.discovery_errors.labels(kind)
+        self.discovery_last_sync = Gauge(
+            f"{PREFIX}_discovery_last_sync_timestamp_seconds",
+            "Unix time discovery last heard from the API server.",
+            registry=registry,
+        )
+        self.events = Counter(
+            f"{PREFIX}_events", "Kubernetes Events by outcome.", ("result",), registry=registry
+        )
+        for result in EVENT_RESULTS:
+            self.events.labels(result)
+
+    def synced(self, targets: int) -> None:
+        self.discovery_targets.set(targets)
+        self.discovery_last_sync.set_to_current_time()
 
 
 def _remove(metric: Counter | Gauge | Histogram, labels: tuple[str, ...]) -> None:

@@ -11,6 +11,8 @@ import re
 import yaml
 
 DUR = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"}
+PROM_DUR = {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h|d|w|y))+$"}
+"""Prometheus durations (alert `for:`, range selectors) take no decimals."""
 special = {
     "image.pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
     "probe.rpc": {"enum": ["check_health", "get_version"]},
@@ -21,11 +23,12 @@ special = {
     "probe.interval": DUR,
     "probe.timeout": DUR,
     "probe.connectInterval": DUR,
-    "serviceMonitor.interval": DUR,
-    "serviceMonitor.scrapeTimeout": DUR,
-    "podMonitor.interval": DUR,
-    "podMonitor.scrapeTimeout": DUR,
-    "prometheusRule.failingFor": DUR,
+    "serviceMonitor.interval": PROM_DUR,
+    "serviceMonitor.scrapeTimeout": PROM_DUR,
+    "podMonitor.interval": PROM_DUR,
+    "podMonitor.scrapeTimeout": PROM_DUR,
+    "prometheusRule.failingFor": PROM_DUR,
+    "prometheusRule.absentFor": PROM_DUR,
     "containerPort": {"minimum": 1, "maximum": 65535},
     "service.port": {"minimum": 1, "maximum": 65535},
     "probe.maxConcurrent": {"minimum": 1, "maximum": 65536},
