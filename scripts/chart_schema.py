@@ -90,10 +90,18 @@ target_item = {
 }
 
 
+TEMPLATE_KEYS = ("db_name", "user", "secure", "server_name", "interval", "timeout", "rpc",
+                 "connect_interval", "token_file", "password_file")
+
+
 def node(path, value):
     d = desc.get(path)
+    if path == "discovery.template":
+        props = {k: v for k, v in target_item["properties"].items() if k in TEMPLATE_KEYS}
+        return {"type": "object", "additionalProperties": False, "description": d,
+                "properties": props}
     if path == "targets":
-        return {"type": "array", "minItems": 1, "description": d, "items": target_item}
+        return {"type": "array", "description": d, "items": target_item}
     if isinstance(value, dict) and d is None:
         props = {k: node(f"{path}.{k}" if path else k, v) for k, v in value.items()}
         return {"type": "object", "additionalProperties": False, "properties": props}

@@ -118,7 +118,8 @@ def test_secure_defaults(helm) -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
 def test_no_rbac_and_no_secret_in_config(helm, values: Path) -> None:  # type: ignore[no-untyped-def]
     docs = render(helm, "-f", str(values))
-    assert not RBAC_KINDS & set(kinds(docs)), "no feature needs API access yet"
+    wants_api = values.name == "discovery-values.yaml"
+    assert bool(RBAC_KINDS & set(kinds(docs))) == wants_api, "RBAC only when a feature needs it"
     for cm in kinds(docs).get("ConfigMap", []):
         for text in cm.get("data", {}).values():
             lowered = text.lower()
@@ -172,12 +173,28 @@ def test_rendered_config_is_one_the_daemon_accepts(
         (mounts / name).write_text("stand-in\n")
     config = tmp_path / "config.yaml"
     config.write_text(text.replace("/etc/milvus-probe/", f"{mounts}/"))
+    # With the container's own flags where a workload is rendered (sidecar mode has none),
+    # and the StatefulSet pod name that --discovery.shard=auto reads.
+    workloads = kinds(docs).get("Deployment", []) + kinds(docs).get("StatefulSet", [])
+    args = (
+        workloads[0]["spec"]["template"]["spec"]["containers"][0]["args"][1:] if workloads else []
+    )
+    args = [a for a in args if not a.startswith("--config.file")]
     done = subprocess.run(
-        [sys.executable, "-m", "probe", "serve", "--config.check", "--config.file", str(config)],
+        [
+            sys.executable,
+            "-m",
+            "probe",
+            "serve",
+            *args,
+            "--config.check",
+            "--config.file",
+            str(config),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": os.environ["PATH"]},
+        env={"PATH": os.environ["PATH"], "POD_NAME": "rel-milvus-probe-1"},
     )
     assert done.returncode == 0, done.stderr
 
@@ -347,3 +364,39 @@ def test_helm_test_pod_runs_check(helm) -> None:  # type: ignore[no-untyped-def]
     )
     args = pod["spec"]["containers"][0]["args"]
     assert args[0] == "check" and "--alias=prod" in args
+
+
+def test_discovery_renders_least_rbac_and_a_statefulset(helm) -> None:  # type: ignore[no-untyped-def]
+    docs = kinds(render(helm, "-f", str(CHART / "ci" / "discovery-values.yaml")))
+    roles = {r["metadata"]["namespace"]: r["rules"] for r in docs["Role"]}
+    # Discovery reads only where it watches; Events are created there and in our own namespace.
+    assert {
+        (g, tuple(r["resources"]), tuple(r["verbs"]))
+        for r in roles["milvus-prod"]
+        for g in r["apiGroups"]
+    } >= {
+        ("discovery.k8s.io", ("endpointslices",), ("get", "list", "watch")),
+        ("", ("services",), ("get",)),
+    }
+    assert all("endpointslices" not in r["resources"] for r in roles["milvus"])
+    assert {b["metadata"]["namespace"] for b in docs["RoleBinding"]} == {"milvus", "milvus-prod"}
+    (sts,) = docs["StatefulSet"]
+    assert sts["spec"]["replicas"] == 3
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    args = pod["containers"][0]["args"]
+    assert "--discovery.shard=auto/3" in args and "--events.enabled=true" in args
+    assert "--discovery.kubernetes.namespace=milvus-prod" in args
+    env = {e["name"] for e in pod["containers"][0]["env"]}
+    assert {"POD_NAME", "POD_NAMESPACE"} <= env
+    config = yaml.safe_load(docs["ConfigMap"][0]["data"]["config.yaml"])
+    assert config["discovery"]["template"] == {
+        "db_name": "analytics",
+        "timeout": "3s",
+        "token_file": "/etc/milvus-probe/auth/token",
+    }
+
+
+def test_sharding_without_discovery_fails(helm) -> None:  # type: ignore[no-untyped-def]
+    done = helm("template", "rel", str(CHART), "--set", "sharding.enabled=true", check=False)
+    assert done.returncode != 0 and "discovery.enabled" in done.stderr

@@ -47,6 +47,15 @@ app.kubernetes.io/component: probe
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when a feature needs the Kubernetes API (and so a token and RBAC). */}}
+{{- define "milvus-probe.needsApi" -}}
+{{- if or .Values.discovery.enabled .Values.events.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{- define "milvus-probe.automountToken" -}}
+{{- if or .Values.serviceAccount.automountToken (include "milvus-probe.needsApi" .) -}}true{{- else -}}false{{- end -}}
+{{- end -}}
+
 {{- define "milvus-probe.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "milvus-probe.fullname" .) .Values.serviceAccount.name -}}
@@ -78,6 +87,28 @@ app.kubernetes.io/component: probe
 {{- end -}}
 {{- $targets = append $targets $t -}}
 {{- end -}}
+{{- if .Values.discovery.enabled }}
+{{- $template := deepCopy .Values.discovery.template -}}
+{{- if and .Values.auth.existingSecret (not (hasKey $template "token_file")) (not (hasKey $template "password_file")) -}}
+{{- $_ := set $template "token_file" "/etc/milvus-probe/auth/token" -}}
+{{- end -}}
+{{- if .Values.tls.enabled -}}
+{{- $_ := set $template "secure" true -}}
+{{- if .Values.tls.existingSecret -}}
+{{- $_ := set $template "ca_pem_path" "/etc/milvus-probe/tls/ca.crt" -}}
+{{- end -}}
+{{- if .Values.tls.serverName -}}
+{{- $_ := set $template "server_name" .Values.tls.serverName -}}
+{{- end -}}
+{{- if .Values.tls.mutual -}}
+{{- $_ := set $template "client_pem_path" "/etc/milvus-probe/tls/client.crt" -}}
+{{- $_ := set $template "client_key_path" "/etc/milvus-probe/tls/client.key" -}}
+{{- end -}}
+{{- end }}
+discovery:
+  template:
+{{ toYaml $template | indent 4 }}
+{{- end }}
 probe:
   interval: {{ .Values.probe.interval }}
   timeout: {{ .Values.probe.timeout }}
@@ -112,6 +143,26 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
     - --log.format={{ .Values.logging.format }}
     - --profiling.enabled={{ .Values.profiling.enabled }}
     - --profiling.allow-remote={{ .Values.profiling.allowRemote }}
+    - --events.enabled={{ .Values.events.enabled }}
+    {{- with .Values.discovery }}
+    {{- if .enabled }}
+    - --discovery.kubernetes.enabled=true
+    - --discovery.kubernetes.namespace={{ .namespace | default $.Release.Namespace }}
+    {{- if .service }}
+    - --discovery.kubernetes.service={{ .service }}
+    {{- end }}
+    {{- if .labelSelector }}
+    - --discovery.kubernetes.label-selector={{ .labelSelector }}
+    {{- end }}
+    {{- if .portName }}
+    - --discovery.kubernetes.port-name={{ .portName }}
+    {{- end }}
+    - --discovery.kubernetes.include-service={{ .includeService }}
+    {{- end }}
+    {{- end }}
+    {{- if .Values.sharding.enabled }}
+    - --discovery.shard=auto/{{ .Values.sharding.replicas }}
+    {{- end }}
     {{- range .Values.extraArgs }}
     - {{ . | quote }}
     {{- end }}
