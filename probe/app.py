@@ -352,6 +352,10 @@ class App:
             for name, before, after in (
                 ("web.listen-address", old.listen_address, new.listen_address),
                 ("probe.max-concurrent", old.probe.max_concurrent, new.probe.max_concurrent),
+                ("discovery.*", old.discovery, new.discovery),
+                ("events.enabled", old.events, new.events),
+                ("kubeconfig", old.kubeconfig, new.kubeconfig),
+                ("profiling.*", old.profiling, new.profiling),
             ):
                 if before != after:
                     logger.warning(

@@ -272,6 +272,11 @@ def serve(args: argparse.Namespace, environ: dict[str, str]) -> int:
     except ListenError as exc:
         logger.error("cannot start", extra=logs.fields(error=exc.strerror))
         return EXIT_BAD_INPUT
+    except Exception as exc:  # KubeConfigError; imported lazily with kubernetes itself
+        if type(exc).__name__ != "KubeConfigError":
+            raise
+        logger.error("cannot start", extra=logs.fields(error=str(exc)))
+        return EXIT_BAD_INPUT
     app.start()
     try:
         while True:

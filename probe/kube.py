@@ -38,8 +38,15 @@ def own_namespace() -> str:
         return "default"
 
 
+class KubeConfigError(Exception):
+    """No usable Kubernetes configuration; the message says which and why."""
+
+
 def api_client(kubeconfig: str | None) -> Any:
-    """An ApiClient of our own (never the library's global configuration)."""
+    """An ApiClient of our own (never the library's global configuration).
+
+    Raises KubeConfigError when neither in-cluster config nor the kubeconfig works.
+    """
     if not kubeconfig and in_cluster():
         configuration = client.Configuration()
         try:
@@ -54,7 +61,14 @@ def api_client(kubeconfig: str | None) -> Any:
                 "Kubernetes API: in-cluster config", extra=logs.fields(server=configuration.host)
             )
             return client.ApiClient(configuration)
-    api = config.new_client_from_config(config_file=kubeconfig or None)  # type: ignore[no-untyped-call]
+    path = kubeconfig or os.environ.get("KUBECONFIG", "~/.kube/config")
+    try:
+        api = config.new_client_from_config(config_file=kubeconfig or None)  # type: ignore[no-untyped-call]
+    except (ConfigException, OSError, ValueError, TypeError) as exc:
+        raise KubeConfigError(
+            f"not in a cluster and no usable kubeconfig ({path}): {exc}; "
+            "set --kubeconfig, or turn discovery and Events off"
+        ) from None
     logger.info(
         "Kubernetes API: kubeconfig",
         extra=logs.fields(

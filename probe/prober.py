@@ -124,9 +124,13 @@ def classify_status(status: wire.Status) -> FailureReason | None:
     return FailureReason.ERROR
 
 
-def _status_text(method: str, status: wire.Status) -> str:
-    code = status.code or status.error_code
-    return f"Milvus answered {method} with code {code}: {status.reason or status.detail}"
+def _raise_for_status(method: str, status: wire.Status, phase: Phase) -> None:
+    """Raise the cycle's failure when Milvus answered `method` with an error Status."""
+    reason = classify_status(status)
+    if reason is not None:
+        code = status.code or status.error_code
+        text = f"Milvus answered {method} with code {code}: {status.reason or status.detail}"
+        raise _Failed(reason, phase, text, status_code=code)
 
 
 class _Failed(Exception):
@@ -335,14 +339,7 @@ class Prober:
         cycle: _Cycle,
     ) -> None:
         method = "GetVersion" if target.rpc is RpcMethod.GET_VERSION else "CheckHealth"
-        reason = classify_status(response.status)
-        if reason is not None:
-            raise _Failed(
-                reason,
-                Phase.RPC,
-                _status_text(method, response.status),
-                status_code=response.status.code or response.status.error_code,
-            )
+        _raise_for_status(method, response.status, Phase.RPC)
         if isinstance(response, wire.GetVersionResponse):
             cycle.version = response.version
             return
@@ -381,14 +378,7 @@ class Prober:
                     raise self._rpc_failure(exc, target, Phase.INFO, connecting=False) from None
                 cycle.connect_supported = False  # Milvus before 2.3: no Connect RPC
             else:
-                reason = classify_status(answer.status)
-                if reason is not None:
-                    raise _Failed(
-                        reason,
-                        Phase.INFO,
-                        _status_text("Connect", answer.status),
-                        status_code=answer.status.code or answer.status.error_code,
-                    )
+                _raise_for_status("Connect", answer.status, Phase.INFO)
                 si = answer.server_info
                 cycle.server_info = ServerInfo(
                     build_tags=si.build_tags,
@@ -402,14 +392,7 @@ class Prober:
                 version = client.get_version(channel, max(deadline - self._clock(), 0.001), md)
             except grpc.RpcError as exc:
                 raise self._rpc_failure(exc, target, Phase.INFO, connecting=False) from None
-            reason = classify_status(version.status)
-            if reason is not None:
-                raise _Failed(
-                    reason,
-                    Phase.INFO,
-                    _status_text("GetVersion", version.status),
-                    status_code=version.status.code or version.status.error_code,
-                )
+            _raise_for_status("GetVersion", version.status, Phase.INFO)
             cycle.version = version.version
 
     @staticmethod

@@ -423,3 +423,13 @@ def test_default_process_never_imports_kubernetes(milvus: MilvusLite) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False False"
+
+
+def test_unusable_kubeconfig_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "probe", "serve", "--discovery.kubernetes.enabled",
+         "--discovery.kubernetes.service", SVC, "--kubeconfig", str(tmp_path / "missing"),
+         "--web.listen-address", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1
+    assert "no usable kubeconfig" in done.stderr and "Traceback" not in done.stderr
