@@ -260,7 +260,11 @@ class App:
             current = self._targets.get(target.alias)
             if self._stopping or current is None or current.address != target.address:
                 return  # removed (or shutting down) while the cycle was in flight
-            if result.connect_called and (result.success or not result.connect_supported):
+            # Connect registered us (or doesn't exist) even if a later step of the cycle
+            # failed: calling it again before connect-interval would register again.
+            if result.connect_called and (
+                result.server_info is not None or not result.connect_supported
+            ):
                 self._connected_at[target.alias] = self._clock()
             self.metrics.record(result)
             change = self.health.observe(result)

@@ -101,9 +101,12 @@ def classify_rpc_error(
         for needles, reason in _DETAIL_REASONS:
             if any(n in text for n in needles):
                 return reason
-        if secure and connecting and "socket closed" in text:
+        if secure and connecting and any(
+            n in text for n in ("socket closed", "unwrap failed", "tsi_data_corrupted")
+        ):
             # The server dropped us during the TLS handshake: mutual TLS without a
-            # client certificate, or a client certificate it does not trust.
+            # client certificate, or one it does not trust. With TLS 1.3 the client has
+            # finished its side first, so grpcio says "Unwrap failed (TSI_DATA_CORRUPTED)".
             return FailureReason.TLS
         if code == grpc.StatusCode.UNAVAILABLE:
             return FailureReason.UNAVAILABLE

@@ -169,6 +169,7 @@ class Behaviour:
     reasons: list[str] = field(default_factory=list)
     quota_states: list[int] = field(default_factory=list)
     version: str = "v2.5.0-double"
+    get_version_delay: float = 0.0
 
 
 class MilvusDouble:
@@ -284,6 +285,8 @@ class MilvusDouble:
 
     def _get_version(self, request: Any, context: grpc.ServicerContext) -> Any:
         self._enter("GetVersion", context)
+        if self.behaviour.get_version_delay:
+            time.sleep(self.behaviour.get_version_delay)  # the injected fault
         if self.behaviour.status_code:
             return wire.GetVersionResponse(
                 status=wire.Status(code=self.behaviour.status_code, reason="service not ready")

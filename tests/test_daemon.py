@@ -887,3 +887,14 @@ def test_secrets_never_leave_the_daemon(kind: str, daemon: DaemonFactory, tmp_pa
     for secret in secrets:
         assert secret not in caplog.text
 
+
+
+def test_connect_is_not_repeated_when_a_later_step_of_its_cycle_fails(
+        daemon: DaemonFactory) -> None:
+    """Connect registered the probe even though GetVersion then timed out: don't register again."""
+    with milvus_double(Behaviour(get_version_delay=0.5)) as double:
+        app = daemon(uri=double.address, **{"probe.interval": "200ms", "probe.timeout": "150ms",
+                                            "probe.connect-interval": "1h"})
+        wait_until(lambda: double.count("CheckHealth") >= 6, 10, "several cycles")
+        assert double.count("Connect") == 1
+        assert app is not None

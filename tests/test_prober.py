@@ -61,14 +61,16 @@ def test_every_cycle_opens_and_closes_its_own_connection(milvus: MilvusLite) -> 
 
 
 def test_injected_rpc_delay_shows_in_rpc_phase_not_connect() -> None:
-    delay = 0.05
+    # 300 ms: far above loopback cycle times even on a loaded 2-core machine, so the
+    # bounds can be loose and still tell "in rpc" from "in connect".
+    delay = 0.3
     with milvus_double(Behaviour(check_health_delay=delay)) as double:
         results = [Prober().run(target(uri=double.address)) for _ in range(5)]
     assert all(r.success for r in results)
     rpc = statistics.median(r.phases[Phase.RPC] for r in results)
     connect = statistics.median(r.phases[Phase.CONNECT] for r in results)
-    assert delay <= rpc < delay + 0.04
-    assert connect < delay / 2
+    assert delay <= rpc < delay * 1.5
+    assert connect < delay / 3
 
 
 def test_connect_phase_carries_network_latency(milvus: MilvusLite) -> None:
@@ -106,7 +108,7 @@ def test_timeout_when_server_accepts_and_never_answers() -> None:
     finally:
         silent.stop()
     assert (result.reason, result.failed_phase) == (FailureReason.TIMEOUT, Phase.CONNECT)
-    assert 0.3 <= result.duration < 1.0
+    assert 0.3 <= result.duration < 2.0  # the deadline, not the 5 s default
 
 
 def test_timeout_when_rpc_is_slower_than_the_deadline() -> None:
