@@ -60,7 +60,10 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like 10s, got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"{value!r} is far too large for a duration") from None
     elif isinstance(value, str):
         text = value.strip()
         if _NUMBER.fullmatch(text):
@@ -618,7 +621,11 @@ def _read_file(path: str, issues: _Issues) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
-        issues.add(where, f"not valid YAML: {problem}")
+        issues.add(where, "not valid YAML: " + " ".join(str(problem).split()))
+        return {}
+    except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit number, deep nesting
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        issues.add(path, "cannot load the config file: " + " ".join(reason.split())[:200])
         return {}
     if document is None:
         return {}
@@ -770,7 +777,7 @@ def _discovery(
     index, total = 0, 1
     shard = values["discovery.shard"]
     if shard:
-        match = re.fullmatch(r"(\d+|auto)/(\d+)", shard.strip())
+        match = re.fullmatch(r"(\d{1,6}|auto)/(\d{1,6})", shard.strip())
         if not match:
             issues.add("--discovery.shard", f"expected INDEX/TOTAL or auto/TOTAL, got {shard!r}")
         else:
@@ -903,10 +910,12 @@ def _targets(
     targets: list[Target] = []
     seen: dict[str, str] = {}
     for where, raw in file_targets:
-        alias = raw.get("alias", DEFAULT_ALIAS)
-        if isinstance(alias, str) and alias in seen:
+        # The alias the target ends up with (1 → "1", null or "" → "default").
+        raw_alias = raw.get("alias")
+        alias = str(raw_alias) if raw_alias not in (None, "") else DEFAULT_ALIAS
+        if alias in seen:
             issues.add(f"{where}.alias", f"duplicate alias {alias!r} (also used by {seen[alias]})")
-        elif isinstance(alias, str):
+        else:
             seen[alias] = where
         target = _target(raw, where, probe, issues)
         if target is not None:
@@ -923,6 +932,8 @@ def _drop_other_address_form(lower: dict[str, Any], higher: Mapping[str, Any]) -
         lower.pop("uri", None)
 
 
+_HOST = re.compile(r"[A-Za-z0-9._:%\-\[\]]{1,253}")
+_DB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 _ALIAS = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")
 
 
@@ -966,7 +977,15 @@ def _target(
     if uri_secure and secure is False:
         issues.add(f"{where}.secure", "the uri is https:// but secure is false")
 
+    if not _HOST.fullmatch(host):
+        issues.add(f"{where}.host", f"{host!r} is not a host name or address")
     db_name = get("db_name") or ""
+    if db_name and not _DB_NAME.fullmatch(db_name):
+        issues.add(
+            f"{where}.db_name",
+            f"{db_name!r} is not a Milvus database name (a letter or "
+            "_, then letters, digits or _; at most 255)",
+        )
     if uri_db and db_name and uri_db != db_name:
         issues.add(
             f"{where}.db_name", f"the uri names database {uri_db!r} but db_name is {db_name!r}"
@@ -1054,26 +1073,31 @@ def _check_readable(path: str, where: str, issues: _Issues) -> None:
     try:
         with open(path, "rb") as fh:
             fh.read(1)
-    except OSError as exc:
-        issues.add(where, f"cannot read {path}: {exc.strerror or exc}")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        issues.add(where, f"cannot read {path!r}: {reason}")
 
 
 def _parse_uri(uri: str) -> tuple[str, int, str | None, bool] | str:
-    """(host, port, database, secure) from a pymilvus-style uri, or an error message."""
+    """(host, port, database, secure) from a pymilvus-style uri, or an error message.
+
+    Messages never echo credentials a uri may carry (`user:password@`).
+    """
+    shown = re.sub(r"(//)?[^/@\s]*@", r"\1***@", uri)
     text = uri.strip()
     if not text:
         return "must not be empty"
     if "://" not in text:
         if text.endswith(".db") or text.startswith(("/", ".")):
             return (
-                f"{uri!r} looks like a milvus-lite local file; the probe needs a server: "
+                f"{shown!r} looks like a milvus-lite local file; the probe needs a server: "
                 "run `milvus-lite server` and give its host:port"
             )
         text = "http://" + text
     try:
         parts = urllib.parse.urlsplit(text)
     except ValueError as exc:  # e.g. "Invalid IPv6 URL"
-        return f"cannot parse {uri!r}: {exc}"
+        return f"cannot parse {shown!r}: {exc}"
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https", "tcp", "grpc"):
         return f"unsupported scheme {parts.scheme!r}; use http://, https:// or host:port"
@@ -1084,10 +1108,10 @@ def _parse_uri(uri: str) -> tuple[str, int, str | None, bool] | str:
     try:
         port = parts.port
     except ValueError:
-        return f"the port in {uri!r} is not a number in 1–65535"
+        return f"the port in {shown!r} is not a number in 1–65535"
     host = parts.hostname
     if not host:
-        return f"no host in {uri!r}"
+        return f"no host in {shown!r}"
     secure = scheme == "https"
     if port is None:
         port = DEFAULT_TLS_PORT if secure else DEFAULT_PORT

@@ -101,8 +101,10 @@ def classify_rpc_error(
         for needles, reason in _DETAIL_REASONS:
             if any(n in text for n in needles):
                 return reason
-        if secure and connecting and any(
-            n in text for n in ("socket closed", "unwrap failed", "tsi_data_corrupted")
+        if (
+            secure
+            and connecting
+            and any(n in text for n in ("socket closed", "unwrap failed", "tsi_data_corrupted"))
         ):
             # The server dropped us during the TLS handshake: mutual TLS without a
             # client certificate, or one it does not trust. With TLS 1.3 the client has
@@ -134,6 +136,12 @@ def _raise_for_status(method: str, status: wire.Status, phase: Phase) -> None:
         code = status.code or status.error_code
         text = f"Milvus answered {method} with code {code}: {status.reason or status.detail}"
         raise _Failed(reason, phase, text, status_code=code)
+
+
+def _redacted_info(info: ServerInfo | None, redact: Callable[[str], str]) -> ServerInfo | None:
+    if info is None:
+        return None
+    return ServerInfo(*(redact(getattr(info, f)) for f in ServerInfo.__dataclass_fields__))
 
 
 class _Failed(Exception):
@@ -207,6 +215,7 @@ class Prober:
         except _Failed as failed:
             failure = failed
         duration = clock() - start
+        redact = target.redact
         return ProbeResult(
             alias=target.alias,
             target=target.address,
@@ -217,15 +226,17 @@ class Prober:
             success=failure is None,
             reason=failure.reason if failure else None,
             failed_phase=failure.phase if failure else None,
-            error=target.redact(failure.error)[:ERROR_TEXT_LIMIT] if failure else "",
+            error=redact(failure.error)[:ERROR_TEXT_LIMIT] if failure else "",
             grpc_code=failure.grpc_code if failure else None,
             status_code=failure.status_code if failure else None,
             addresses=cycle.addresses,
             healthy=cycle.healthy,
-            health_reasons=cycle.health_reasons,
+            # What the server says is scrubbed like our own errors: a server (or a proxy
+            # in front of it) that echoes the credential must not leak it through us.
+            health_reasons=tuple(redact(r) for r in cycle.health_reasons),
             quota_states=cycle.quota_states,
-            version=cycle.version,
-            server_info=cycle.server_info,
+            version=redact(cycle.version) if cycle.version is not None else None,
+            server_info=_redacted_info(cycle.server_info, redact),
             connect_called=cycle.connect_called,
             connect_supported=cycle.connect_supported,
         )

@@ -8,14 +8,19 @@ included). Every connection gets a read timeout, and request bodies are capped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from prometheus_client.exposition import choose_encoder
 
 from probe import pages
 from probe.health import Check, TargetState
@@ -38,6 +43,7 @@ _REASONS = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    411: "Length Required",
     413: "Content Too Large",
     429: "Too Many Requests",
     500: "Internal Server Error",
@@ -139,6 +145,7 @@ class Router:
     def __init__(self, api: ManagementApi, pprof: WSGIApp | None = None) -> None:
         self.api = api
         self.pprof = pprof
+        self._renders = _SharedRenders()
         self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self._index},
             "/metrics": {"GET": self._metrics},
@@ -152,11 +159,7 @@ class Router:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
             if environ.get("REQUEST_METHOD", "GET").upper() == "HEAD":
-                # HEAD is GET without the body, for every GET route (and mounted apps).
-                body = self._dispatch({**environ, "REQUEST_METHOD": "GET"}, start_response)
-                if hasattr(body, "close"):
-                    body.close()
-                return []
+                return self._head(environ, start_response)
             return self._dispatch(environ, start_response)
         except BadRequest as exc:
             return respond(start_response, 400, f"{exc}\n")
@@ -168,11 +171,34 @@ class Router:
             )
             return respond(start_response, 500, "internal error; see the probe's log\n")
 
+    def _head(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """GET without the body, for every GET route and mounted app; headers as GET's."""
+        answer: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            answer[:] = [status, headers]
+            return lambda data: None
+
+        body = self._dispatch({**environ, "REQUEST_METHOD": "GET"}, capture)
+        try:
+            size = sum(len(chunk) for chunk in body)
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+        status, headers = answer
+        if not any(name.lower() == "content-length" for name, _ in headers):
+            headers = [*headers, ("Content-Length", str(size))]
+        start_response(status, headers)
+        return []
+
     def _dispatch(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = _path(environ)
+        if environ.get("HTTP_TRANSFER_ENCODING"):
+            # We take no request bodies; a chunked one would dodge the size limit.
+            return respond(start_response, 411, "send a Content-Length, not Transfer-Encoding\n")
         length = environ.get("CONTENT_LENGTH") or "0"
-        if not length.isdigit():
+        if not re.fullmatch(r"[0-9]{1,18}", length):
             raise BadRequest("Content-Length is not a number")
         if int(length) > MAX_BODY:
             return respond(start_response, 413, f"request body over {MAX_BODY} bytes\n")
@@ -222,7 +248,11 @@ class Router:
         return respond(start_response, 200, self.api.status_page(), "text/html; charset=utf-8")
 
     def _metrics(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        return self.api.metrics_app(environ, start_response)
+        try:
+            choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        except Exception:  # a malformed version= parameter; serve the plain text format
+            environ = {**environ, "HTTP_ACCEPT": "text/plain"}
+        return self._renders.run(environ, start_response, self.api.metrics_app)
 
     def _live(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         query(environ, ("verbose",))
@@ -284,10 +314,127 @@ class Router:
         return respond(start_response, 200 if ok else 500, f"{message}\n")
 
 
+class _SharedRenders:
+    """Concurrent identical scrapes share one render of /metrics (single flight).
+
+    A render costs milliseconds of CPU under the GIL; 100 scrapers at once would otherwise
+    queue 100 renders in front of /healthz and the probes. Nothing is cached: a request
+    either starts a render or waits for the one in progress.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[tuple[str, str, str], _Flight] = {}
+
+    def run(self, environ: Environ, start_response: StartResponse, app: WSGIApp) -> list[bytes]:
+        key = (
+            environ.get("HTTP_ACCEPT", ""),
+            environ.get("HTTP_ACCEPT_ENCODING", ""),
+            environ.get("QUERY_STRING", ""),
+        )
+        with self._lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+        if leader:
+            try:
+                flight.render(environ, app)
+            finally:
+                with self._lock:
+                    del self._flights[key]
+                flight.done.set()
+        else:
+            flight.done.wait()
+        if flight.answer is None:
+            return respond(start_response, 500, "rendering metrics failed; see the log\n")
+        status, headers, body = flight.answer
+        start_response(status, headers)
+        return [body]
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer: tuple[str, list[tuple[str, str]], bytes] | None = None
+
+    def render(self, environ: Environ, app: WSGIApp) -> None:
+        captured: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured[:] = [status, headers]
+            return lambda data: None
+
+        try:
+            body = b"".join(app(environ, capture))
+        except Exception:
+            logger.exception("rendering /metrics failed")
+            return
+        self.answer = (captured[0], captured[1], body)
+
+
+class _Deadlines:
+    """Hangs up on connections that haven't delivered a whole request in READ_TIMEOUT.
+
+    The socket timeout alone bounds each read, so a client trickling a byte at a time
+    (slowloris) would never time out; this bounds the request as a whole. One thread
+    serves every connection.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[socket.socket, float] = {}
+        threading.Thread(target=self._reap, name="http-deadlines", daemon=True).start()
+
+    def watch(self, connection: socket.socket) -> None:
+        with self._cond:
+            self._due[connection] = time.monotonic() + READ_TIMEOUT
+            self._cond.notify()
+
+    def release(self, connection: socket.socket) -> None:
+        with self._cond:
+            self._due.pop(connection, None)
+
+    def _reap(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                for connection, due in list(self._due.items()):
+                    if due <= now:
+                        del self._due[connection]
+                        with contextlib.suppress(OSError):
+                            connection.shutdown(socket.SHUT_RDWR)
+                nearest = min(self._due.values(), default=now + READ_TIMEOUT)
+                self._cond.wait(max(nearest - now, 0.05))
+
+
+_DEADLINES: _Deadlines | None = None
+_DEADLINES_LOCK = threading.Lock()
+
+
+def _deadlines() -> _Deadlines:
+    global _DEADLINES
+    with _DEADLINES_LOCK:
+        if _DEADLINES is None:
+            _DEADLINES = _Deadlines()
+        return _DEADLINES
+
+
 class _QuietHandler(WSGIRequestHandler):
-    timeout = READ_TIMEOUT  # socket timeout for reading the request: slow clients hang up
+    timeout = READ_TIMEOUT  # each read; _Deadlines bounds the whole request
+
+    def setup(self) -> None:
+        super().setup()
+        _deadlines().watch(self.connection)
+
+    def finish(self) -> None:
+        _deadlines().release(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def get_environ(self) -> dict[str, Any]:
+        # The request line and headers are in: no more deadline (profiles may run long).
+        _deadlines().release(self.connection)
         environ = super().get_environ()
         # Long requests (profiles) watch the socket to stop when the client goes away.
         environ["probe.socket"] = self.connection
@@ -306,7 +453,7 @@ class _QuietHandler(WSGIRequestHandler):
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 256
+    request_queue_size = 1024
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("http connection from %s failed", client_address, exc_info=True)

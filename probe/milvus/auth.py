@@ -122,6 +122,8 @@ class Credentials:
         if token:
             found.append(token)
             found.append(base64.b64encode(token.encode("utf-8")).decode("ascii"))
+            if ":" in token:  # user:password — the password alone is a secret too
+                found.append(token.split(":", 1)[1])
         # Longest first, so a token is masked whole before any part of it.
         return sorted({s for s in found if s}, key=len, reverse=True)
 

@@ -114,7 +114,7 @@ class ProfilingApp:
 
     def _seconds(self, params: dict[str, str], default: int) -> int:
         high = self.settings.max_seconds
-        return _int(params, "seconds", default, 1, high, " (--profiling.max-seconds)")
+        return _int(params, "seconds", min(default, high), 1, high, " (--profiling.max-seconds)")
 
     @staticmethod
     def _binary(start_response: StartResponse, name: str, data: bytes) -> list[bytes]:
