@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import selectors
 import socket
 import threading
 import time
@@ -450,10 +451,92 @@ class _QuietHandler(WSGIRequestHandler):
             logger.debug("http connection from %s ended: %s", self.client_address, exc)
 
 
+class _WaitingRoom:
+    """Accepted connections wait here, threadless, until they send something.
+
+    Thread-per-connection lets 1,000 idle clients hold 1,000 threads, and dropping them
+    all at once wakes 1,000 threads that fight the probes for the GIL. Here one thread
+    watches every silent connection with a selector: the first bytes earn a handler
+    thread; READ_TIMEOUT of silence earns a close, from this one thread.
+    """
+
+    def __init__(self, server: _ThreadingServer) -> None:
+        self._server = server
+        self._selector = selectors.DefaultSelector()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="http-waiting", daemon=True)
+        self._thread.start()
+
+    def add(self, request: socket.socket, client_address: Any) -> None:
+        with self._lock:
+            self._selector.register(
+                request, selectors.EVENT_READ, (client_address, time.monotonic() + READ_TIMEOUT)
+            )
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def close(self) -> None:
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._thread.join(2)
+        for key in list(self._selector.get_map().values()):
+            if key.data is not None:
+                self._server.shutdown_request(key.fileobj)  # type: ignore[arg-type]
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _run(self) -> None:
+        while not self._closing:
+            with self._lock:
+                waiting = [k for k in self._selector.get_map().values() if k.data is not None]
+            now = time.monotonic()
+            nearest = min((k.data[1] for k in waiting), default=now + 1.0)
+            for key, _ in self._selector.select(max(min(nearest - now, 1.0), 0.0)):
+                if key.data is None:
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(4096)
+                    continue
+                with self._lock:
+                    self._selector.unregister(key.fileobj)
+                self._server.handle_in_thread(key.fileobj, key.data[0])  # type: ignore[arg-type]
+            now = time.monotonic()
+            with self._lock:
+                expired = [
+                    k
+                    for k in self._selector.get_map().values()
+                    if k.data is not None and k.data[1] <= now
+                ]
+                for key in expired:
+                    self._selector.unregister(key.fileobj)
+            for key in expired:
+                self._server.shutdown_request(key.fileobj)  # type: ignore[arg-type]
+
+
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._room = _WaitingRoom(self)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._room.add(request, client_address)
+
+    def handle_in_thread(self, request: socket.socket, client_address: Any) -> None:
+        ThreadingMixIn.process_request(self, request, client_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        if hasattr(self, "_room"):
+            self._room.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         logger.debug("http connection from %s failed", client_address, exc_info=True)
