@@ -8,11 +8,12 @@ PYTEST_ARGS ?=
 MILVUS_PORT ?= 19530
 PROBE_PORT  ?= 9091
 
-.PHONY: help venv tools test demo proto schema chart-docs requirements lint clean rules
+.PHONY: help venv tools test demo proto schema chart-docs requirements lint clean rules bench bench-quick soak
 
 help:
 	@echo "make demo   start a local Milvus (milvus-lite) and the probe against it on :9091"
 	@echo "make test   run the whole test suite"
+	@echo "make soak   100,000 probe cycles against milvus-lite; leaks, RSS and schedule drift"
 	@echo "make proto  regenerate the protobuf modules from their .proto files"
 	@echo "make schema regenerate the chart's values.schema.json from values.yaml"
 	@echo "make lint   ruff and mypy"
@@ -88,3 +89,18 @@ rules: venv tools
 		< $(HELM_HOME)/prometheusrule.yaml > monitoring/alerts.yaml.tmp
 	mv monitoring/alerts.yaml.tmp monitoring/alerts.yaml
 	promtool check rules monitoring/alerts.yaml
+
+# Benchmarks (bench/README.md): milvus-probe against the raw grpcio limit and its peers on
+# real Milvus servers; prints a table, writes bench/results/<date>-<host>.json.
+BENCH_ARGS ?=
+bench: venv
+	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: venv
+	$(PY) -m bench --quick $(BENCH_ARGS)
+
+# 100,000 probe cycles against milvus-lite (20 targets at 100 ms); prints the figures as a
+# table and as JSON. tests/test_soak.py runs a 10,000-cycle version inside `make test`.
+SOAK_CYCLES ?= 100000
+soak: venv
+	$(PY) -m tests.soak --cycles $(SOAK_CYCLES)

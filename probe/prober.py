@@ -96,7 +96,10 @@ def classify_rpc_error(
     """The reason for a failed call; `connecting` when no connection was ever usable."""
     if code in _GRPC_REASONS:
         return _GRPC_REASONS[code]
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+    if connecting and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+        # Only a failed connection attempt describes our path to the server. On a working
+        # connection the text is Milvus talking about its own parts ("querynode: dial tcp:
+        # connection refused"), which must not pass for our refused/dns/tls.
         text = details.lower()
         for needles, reason in _DETAIL_REASONS:
             if any(n in text for n in needles):
@@ -110,8 +113,8 @@ def classify_rpc_error(
             # client certificate, or one it does not trust. With TLS 1.3 the client has
             # finished its side first, so grpcio says "Unwrap failed (TSI_DATA_CORRUPTED)".
             return FailureReason.TLS
-        if code == grpc.StatusCode.UNAVAILABLE:
-            return FailureReason.UNAVAILABLE
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return FailureReason.UNAVAILABLE
     return FailureReason.ERROR
 
 

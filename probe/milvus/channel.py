@@ -96,6 +96,9 @@ def channel_options(target: Target) -> list[tuple[str, str | int]]:
         ("grpc.enable_http_proxy", 0),
         # One attempt per cycle: retries would blur what happened.
         ("grpc.enable_retries", 0),
+        # gRPC's own connection attempt lasts max(this, 20 s) by default, past close():
+        # bound it by the cycle's timeout so a silent server can't keep sockets open.
+        ("grpc.min_reconnect_backoff_ms", max(int(target.timeout * 1000), 100)),
         ("grpc.default_authority", target.address),
         ("grpc.primary_user_agent", f"milvus-probe/{probe.__version__}"),
     ]
