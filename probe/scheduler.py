@@ -89,7 +89,11 @@ class Scheduler:
                 self._generation += 1
                 phase = self._rng.uniform(0, target.interval)
                 if entry is None:
-                    first = now + self._rng.uniform(0, min(self._spread, target.interval))
+                    # Spread the first round by how many targets arrive together
+                    # (2 ms each, at most first_round_spread): one target fires at once,
+                    # thousands don't all fire in the same second.
+                    spread = min(self._spread, target.interval, len(wanted) / 500)
+                    first = now + self._rng.uniform(0, spread)
                     entry = _Entry(
                         target, self._generation, phase, first, now + phase + target.interval
                     )
