@@ -579,12 +579,21 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(i) for i in issues))
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 class _Issues:
     def __init__(self) -> None:
         self.items: list[ConfigIssue] = []
 
     def add(self, where: str, message: str) -> None:
-        self.items.append(ConfigIssue(where, message))
+        # One line per problem, whatever a key or value contains: control characters are
+        # shown escaped (a key "a\nb" must not forge a second line).
+        self.items.append(ConfigIssue(_printable(where), _printable(message)))
 
     def parse(self, where: str, parse: Callable[[Any], Any], value: Any) -> Any:
         """`parse(value)`, or None with the error recorded under `where`."""

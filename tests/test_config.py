@@ -589,3 +589,14 @@ targets:
     assert "auth=user alice" in lines["alias=with-password"]
     assert "auth=token" in lines["alias=with-token"]
     assert "target=h:2" in lines["alias=with-token"]
+
+
+def test_a_key_with_a_newline_is_reported_on_one_line(tmp_path: Path) -> None:
+    """Found by hypothesis: an unknown key "\\n" split its problem over two lines."""
+    path = tmp_path / "probe.yaml"
+    path.write_text('"a\\nb": 1\nprobe:\n  "x\\ty": 2\n')
+    with pytest.raises(ConfigError) as error:
+        load(Sources(flags={"config.file": str(path)}))
+    for issue in error.value.issues:
+        assert "\n" not in str(issue) and "\t" not in str(issue)
+    assert any("a\\nb" in str(issue) for issue in error.value.issues)
