@@ -5,7 +5,7 @@ Three grpcio behaviours decide whether the numbers we report are true
 
 * grpcio shares one connection among all channels to a target unless the channel
   has `grpc.use_local_subchannel_pool`; we always set it.
-* `grpc.channel_ready_future` + `close()` adds ~200 ms (its polling thread); we
+* `grpc.channel-ready future` + `close()` adds ~200 ms (its polling thread); we
   watch the connectivity state ourselves instead (`wait_until_ready`), which
   returns the moment the state changes.
 * grpcio resolves names inside the channel; we resolve first (the `resolve`
@@ -237,7 +237,7 @@ def wait_until_ready(
     """Start connecting and wait until the channel is usable, failed, or `deadline`.
 
     `deadline` is on `clock`, a monotonic clock. Uses the channel's own
-    connectivity watch (what `channel_ready_future` uses, minus its polling thread).
+    connectivity watch (what `channel-ready future` uses, minus its polling thread).
     """
     core = channel._channel  # grpc._channel.Channel's cygrpc.Channel
     try:
