@@ -219,7 +219,7 @@ def test_bookmarks_and_dropped_watches_resume_without_relisting(
     lists, watches = kube.lists, kube.watch_count()
     kube.bookmark()
     kube.drop_watches()
-    wait_until(lambda: kube.watch_count() > watches, 5, "the watch to resume")
+    wait_until(lambda: kube.watch_count() > watches, 30, "the watch to resume")
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-1", "127.0.0.1", milvus_b.port))
     wait_until(lambda: "milvus/proxy-1" in aliases(app), 2, "the change after the drop")
     assert kube.lists == lists  # resumed from the resourceVersion, no relist
