@@ -17,11 +17,11 @@ from prometheus_client import (
     GCCollector,
     PlatformCollector,
     ProcessCollector,
-    make_wsgi_app,
 )
 
 from probe import logs
 from probe.config import SECRET_FLAGS, Config, ConfigError, describe
+from probe.exposition import metrics_app
 from probe.health import Change, Check, Health, TargetState
 from probe.metrics import KubernetesMetrics, ProbeMetrics
 from probe.milvus.channel import warm_up
@@ -61,7 +61,7 @@ class App:
         self.ledger = self.prober.ledger
         max_timeout = max([t.timeout for t in config.targets] + [config.probe.timeout])
         self.metrics = ProbeMetrics(self.registry, self.ledger, max_timeout)
-        self.metrics_app = make_wsgi_app(self.registry)
+        self.metrics_app = metrics_app(self.registry)
         self.health = Health(config.readiness, config.probe.history, clock=clock)
         self.source = StaticTargetSource(config.targets)
         self.scheduler = Scheduler(

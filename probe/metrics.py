@@ -1,22 +1,30 @@
 """Every metric milvus-probe exports, defined in one place on a registry the app owns.
 
-Per-target series carry `alias` and `target` (`host:port`) and are created when the
-target is added (so they start at 0) and removed when it goes away. A sample::
+Per-target series carry the target's labels (`alias`, `target` = `host:port`, and
+`namespace`/`service`/`pod`, empty for static targets). They are created when the
+target is added (so counters start at 0) and removed when it goes away. A sample::
 
-    milvus_probe_attempts_total{alias="default",target="localhost:19530"} 42.0
-    milvus_probe_failures_total{alias="default",reason="refused",target="localhost:19530"} 3.0
-    milvus_probe_success{alias="default",target="localhost:19530"} 1.0
-    milvus_probe_phase_duration_seconds_bucket{alias="default",phase="connect",...,le="0.001"} 40.0
-    milvus_probe_connections_opened_total{alias="default",target="localhost:19530"} 42.0
-    milvus_probe_server_info{alias="default",deploy_mode="STANDALONE",...,version="v2.3.5"} 1.0
+    milvus_probe_attempts_total{alias="default",target="localhost:19530",...} 42.0
+    milvus_probe_failures_total{alias="default",target="localhost:19530",...,reason="refused"} 3.0
+    milvus_probe_success{alias="default",target="localhost:19530",...} 1.0
+    milvus_probe_phase_duration_seconds_bucket{alias="default",...,phase="connect",le="0.001"} 40.0
+    milvus_probe_connections_opened_total{alias="default",target="localhost:19530",...} 42.0
+    milvus_probe_server_info{alias="default",...,version="v2.3.5",...,deploy_mode="STANDALONE"} 1.0
+
+Per-target numbers live in plain `_Series` objects: `record()` is a few increments under
+one lock, and a scrape writes each target's lines once per change (probe.exposition),
+which is what keeps /metrics cheap with hundreds of targets. Process-wide metrics are
+ordinary prometheus_client metrics.
 """
 
 from __future__ import annotations
 
-import contextlib
+import bisect
+import functools
 import platform
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import grpc
 from prometheus_client import (
@@ -26,12 +34,15 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 import probe
+from probe.exposition import RenderedFamily
 from probe.milvus.channel import ConnectionLedger
-from probe.result import QUOTA_NONE, QUOTA_STATES, FailureReason, Phase, ProbeResult, RpcMethod
+from probe.result import QUOTA_NONE, QUOTA_STATES, FailureReason, Phase, ProbeResult
 from probe.targets import Target
 
 PREFIX = "milvus_probe"
@@ -40,60 +51,249 @@ TARGET_LABELS = ("alias", "target", "namespace", "service", "pod")
 QUOTA_LABELS = (QUOTA_NONE, *QUOTA_STATES.values())
 SERVER_INFO_LABELS = ("version", "git_commit", "go_version", "deploy_mode", "build_time")
 
-_BASE_BUCKETS = (
+CYCLE_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
+"""The whole cycle, fine-grained: a healthy cycle on a LAN takes 1-10 ms."""
+PHASE_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 60.0)
+"""Per phase, coarse: enough to tell which step got slow (the alerts use 0.25/1/2.5),
+at half the series of the cycle's buckets (five phases per target)."""
 
 
-def latency_buckets(max_timeout: float) -> list[float]:
-    """Buckets from 100 µs up to the longest timeout (a cycle can't take longer)."""
-    buckets = [b for b in _BASE_BUCKETS if b < max_timeout]
-    return [*buckets, max_timeout]
-
-
-class _ConnectionCollector(Collector):
-    """Connection counts read from the ledger at scrape time, so they are never stale."""
-
-    def __init__(
-        self,
-        ledger: ConnectionLedger,
-        known: dict[tuple[str, str], tuple[str, ...]],
-        lock: threading.Lock,
-    ) -> None:
-        self._ledger, self._known, self._lock = ledger, known, lock
-
-    def describe(self) -> Iterable[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        opened = CounterMetricFamily(
-            f"{PREFIX}_connections_opened",
-            "Channels (fresh connections) opened.",
-            labels=TARGET_LABELS,
-        )
-        closed = CounterMetricFamily(
-            f"{PREFIX}_connections_closed", "Channels (connections) closed.", labels=TARGET_LABELS
-        )
-        open_now = GaugeMetricFamily(
-            f"{PREFIX}_open_connections", "Channels open right now.", labels=TARGET_LABELS
-        )
-        counts = self._ledger.snapshot()
-        with self._lock:
-            known = sorted(self._known.items())
-        for key, labels in known:
-            o, c = counts.get(key, (0, 0))
-            opened.add_metric(labels, o)
-            closed.add_metric(labels, c)
-            open_now.add_metric(labels, o - c)
-        yield opened
-        yield closed
-        yield open_now
+def latency_buckets(max_timeout: float, base: tuple[float, ...] = CYCLE_BUCKETS) -> list[float]:
+    """Buckets of `base` below the longest timeout, then the timeout (no cycle is longer)."""
+    return [*(b for b in base if b < max_timeout), max_timeout]
 
 
 # `_created` samples double the lines of every counter and histogram and say nothing a
-# scrape needs (series are created with their target); rendering cost is per line.
+# scrape needs (series are created with their target).
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class _Buckets:
+    """Upper bounds and their `le` label values (+Inf last)."""
+
+    def __init__(self, bounds: list[float]) -> None:
+        self.bounds = bounds
+        self.le = [(("le", _value(b)),) for b in bounds] + [(("le", "+Inf"),)]
+
+
+class _Histogram:
+    __slots__ = ("buckets", "counts", "sum")
+
+    def __init__(self, buckets: _Buckets) -> None:
+        self.buckets = buckets
+        self.counts = [0] * len(buckets.le)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets.bounds, seconds)] += 1
+        self.sum += seconds
+
+    def rows(self, labels: tuple[tuple[str, str], ...] = ()) -> Iterator[_Row]:
+        total = 0
+        for le, count in zip(self.buckets.le, self.counts, strict=True):
+            total += count
+            yield "_bucket", labels + le, total
+        yield "_count", labels, total
+        yield "_sum", labels, self.sum
+
+
+_Row = tuple[str, tuple[tuple[str, str], ...], float]
+"""(suffix of the family name, labels after the target's, value)."""
+
+
+class _Series:
+    """One target's numbers, and its exposition lines until the next change."""
+
+    def __init__(self, labels: tuple[str, ...], cycle: _Buckets, phase: _Buckets) -> None:
+        self.labels = dict(zip(TARGET_LABELS, labels, strict=True))
+        self.prefix = ",".join(f'{k}="{_escape(v)}"' for k, v in self.labels.items())
+        self.attempts = 0
+        self.failures = dict.fromkeys(FailureReason, 0)
+        self.success = 0
+        self.duration = _Histogram(cycle)
+        self.phases = {p: _Histogram(phase) for p in Phase}
+        self.last_success = 0.0
+        self.missed = 0
+        self.healthy: int | None = None
+        """Appears with the first CheckHealth answer: a 0 before it would claim an answer."""
+        self.quota: dict[str, int] | None = None
+        self.info: tuple[str, ...] | None = None
+        self.text: list[str] | None = None
+        """Lines per family of `_FAMILIES`; None when a number changed since."""
+
+
+@dataclass(frozen=True)
+class _Family:
+    name: str
+    type: str
+    doc: str
+    rows: Callable[[_Series], Iterable[_Row]]
+
+
+_FAMILIES = (
+    _Family("attempts", "counter", "Probe cycles run.", lambda s: [("_total", (), s.attempts)]),
+    _Family(
+        "failures",
+        "counter",
+        "Failed probe cycles, by reason.",
+        lambda s: [("_total", (("reason", r.value),), n) for r, n in s.failures.items()],
+    ),
+    _Family(
+        "success",
+        "gauge",
+        "1 if the last cycle succeeded, else 0.",
+        lambda s: [("", (), s.success)],
+    ),
+    _Family(
+        "duration_seconds",
+        "histogram",
+        "Whole cycle: resolve, connect, RPC(s) and close.",
+        lambda s: s.duration.rows(),
+    ),
+    _Family(
+        "phase_duration_seconds",
+        "histogram",
+        "Time spent in each phase of a cycle.",
+        lambda s: [row for p, h in s.phases.items() for row in h.rows((("phase", p.value),))],
+    ),
+    _Family(
+        "last_success_timestamp_seconds",
+        "gauge",
+        "Unix time the last successful cycle started.",
+        lambda s: [("", (), s.last_success)],
+    ),
+    _Family(
+        "healthy",
+        "gauge",
+        "CheckHealth's isHealthy in the last answer (check_health only).",
+        lambda s: [] if s.healthy is None else [("", (), s.healthy)],
+    ),
+    _Family(
+        "quota_state",
+        "gauge",
+        '1 for each quota state in CheckHealth\'s last answer (state="none": no quota state).',
+        lambda s: [("", (("state", k),), v) for k, v in (s.quota or {}).items()],
+    ),
+    _Family(
+        "server_info",
+        "gauge",
+        "What Milvus says about itself (Connect, GetVersion); 1.",
+        lambda s: (
+            [] if s.info is None else [("", tuple(zip(SERVER_INFO_LABELS, s.info, strict=True)), 1)]
+        ),
+    ),
+    _Family(
+        "missed_cycles",
+        "counter",
+        "Cycles skipped because the previous one had not finished or no worker was free.",
+        lambda s: [("_total", (), s.missed)],
+    ),
+)
+_CONNECTIONS = (
+    ("connections_opened", "counter", "Channels (fresh connections) opened.", "_total", 0),
+    ("connections_closed", "counter", "Channels (connections) closed.", "_total", 1),
+    ("open_connections", "gauge", "Channels open right now.", "", 2),
+)
+"""Read from the ledger at scrape time, so they are never stale: (opened, closed, open)."""
+
+
+class _TargetFamilies(Collector):
+    """Every per-target family, from the series and the connection ledger."""
+
+    def __init__(self, series: dict[tuple[str, str], _Series], lock: threading.Lock,
+                 ledger: ConnectionLedger) -> None:  # fmt: skip
+        self._series, self._lock, self._ledger = series, lock, ledger
+
+    def describe(self) -> Iterator[Metric]:
+        """The families' names, so the registry rejects clashes and `?name[]=` finds them."""
+        for family in _FAMILIES:
+            yield Metric(f"{PREFIX}_{family.name}", family.doc, family.type)
+        for name, typ, doc, _, _ in _CONNECTIONS:
+            yield Metric(f"{PREFIX}_{name}", doc, typ)
+
+    def collect(self) -> Iterator[RenderedFamily]:
+        with self._lock:
+            series = list(self._series.items())
+        texts: list[list[str]] | None = None
+
+        def text(index: int) -> str:
+            nonlocal texts
+            if texts is None:
+                texts = [self._text(s) for _, s in series]
+            return "".join(t[index] for t in texts)
+
+        for index, family in enumerate(_FAMILIES):
+            yield RenderedFamily(
+                f"{PREFIX}_{family.name}",
+                family.doc,
+                family.type,
+                functools.partial(self._samples, family, [s for _, s in series]),
+                functools.partial(text, index),
+            )
+        counts = self._ledger.snapshot()
+        connections = []
+        for key, s in series:
+            opened, closed = counts.get(key, (0, 0))
+            connections.append((s, (opened, closed, opened - closed)))
+        for name, typ, doc, suffix, which in _CONNECTIONS:
+            full = f"{PREFIX}_{name}"
+            rows = [(s, [(suffix, (), values[which])]) for s, values in connections]
+            yield RenderedFamily(
+                full,
+                doc,
+                typ,
+                functools.partial(_sample_list, full, rows),
+                functools.partial(_text_lines, full, rows),
+            )
+
+    def _samples(self, family: _Family, series: list[_Series]) -> list[Sample]:
+        name = f"{PREFIX}_{family.name}"
+        with self._lock:
+            rows = [(s, list(family.rows(s))) for s in series]
+        return _sample_list(name, rows)
+
+    def _text(self, s: _Series) -> list[str]:
+        with self._lock:
+            if s.text is None:
+                s.text = [_text_lines(f"{PREFIX}_{f.name}", [(s, f.rows(s))]) for f in _FAMILIES]
+            return s.text
+
+
+def _sample_list(name: str, rows: Iterable[tuple[_Series, Iterable[_Row]]]) -> list[Sample]:
+    return [
+        Sample(name + suffix, {**s.labels, **dict(extra)}, value)
+        for s, series_rows in rows
+        for suffix, extra, value in series_rows
+    ]
+
+
+def _text_lines(name: str, rows: Iterable[tuple[_Series, Iterable[_Row]]]) -> str:
+    return "".join(
+        f"{name}{suffix}{{{s.prefix}{_labels_text(extra)}}} {_value(value)}\n"
+        for s, series_rows in rows
+        for suffix, extra, value in series_rows
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _labels_text(labels: tuple[tuple[str, str], ...]) -> str:
+    return "".join(f',{k}="{_escape(v)}"' for k, v in labels)
+
+
+def _escape(value: str) -> str:
+    """Label value escaping, the same in the text format and OpenMetrics."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _value(value: float) -> str:
+    """prometheus_client's floatToGoString, without its branches for the common case."""
+    if 0 <= value < 1e6:
+        return repr(float(value))
+    text: str = floatToGoString(value)  # type: ignore[no-untyped-call]
+    return text
 
 
 class ProbeMetrics:
@@ -103,64 +303,13 @@ class ProbeMetrics:
         self, registry: CollectorRegistry, ledger: ConnectionLedger, max_timeout: float = 5.0
     ) -> None:
         self.registry = registry
-        labels = TARGET_LABELS
-        buckets = latency_buckets(max_timeout)
-        self.attempts = Counter(
-            f"{PREFIX}_attempts", "Probe cycles run.", labels, registry=registry
-        )
-        self.failures = Counter(
-            f"{PREFIX}_failures",
-            "Failed probe cycles, by reason.",
-            (*labels, "reason"),
-            registry=registry,
-        )
-        self.success = Gauge(
-            f"{PREFIX}_success", "1 if the last cycle succeeded, else 0.", labels, registry=registry
-        )
-        self.duration = Histogram(
-            f"{PREFIX}_duration_seconds",
-            "Whole cycle: resolve, connect, RPC(s) and close.",
-            labels,
-            buckets=buckets,
-            registry=registry,
-        )
-        self.phase_duration = Histogram(
-            f"{PREFIX}_phase_duration_seconds",
-            "Time spent in each phase of a cycle.",
-            (*labels, "phase"),
-            buckets=buckets,
-            registry=registry,
-        )
-        self.last_success = Gauge(
-            f"{PREFIX}_last_success_timestamp_seconds",
-            "Unix time the last successful cycle started.",
-            labels,
-            registry=registry,
-        )
-        self.healthy = Gauge(
-            f"{PREFIX}_healthy",
-            "CheckHealth's isHealthy in the last answer (check_health only).",
-            labels,
-            registry=registry,
-        )
-        self.quota_state = Gauge(
-            f"{PREFIX}_quota_state",
-            '1 for each quota state in CheckHealth\'s last answer (state="none": no quota state).',
-            (*labels, "state"),
-            registry=registry,
-        )
-        self.server_info = Gauge(
-            f"{PREFIX}_server_info",
-            "What Milvus says about itself (Connect, GetVersion); 1.",
-            (*labels, *SERVER_INFO_LABELS),
-            registry=registry,
-        )
-        self.missed = Counter(
-            f"{PREFIX}_missed_cycles",
-            "Cycles skipped because the previous one had not finished or no worker was free.",
-            labels,
-            registry=registry,
-        )
+        self._cycle = _Buckets(latency_buckets(max_timeout))
+        self._phase = _Buckets(latency_buckets(max_timeout, PHASE_BUCKETS))
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, str], _Series] = {}
+        """(alias, address) → the target's numbers."""
+        registry.register(_TargetFamilies(self._series, self._lock, ledger))
+
         self.schedule_lag = Histogram(
             f"{PREFIX}_schedule_lag_seconds",
             "How late cycles start compared with their schedule.",
@@ -191,110 +340,59 @@ class ProbeMetrics:
         )
         build.labels(probe.__version__, platform.python_version(), grpc.__version__).set(1)
 
-        self._lock = threading.Lock()
-        self._known: dict[tuple[str, str], tuple[str, ...]] = {}
-        """(alias, address) → the target's label values."""
-        self._server_info: dict[tuple[str, str], tuple[str, ...]] = {}
-        self._rpc: dict[tuple[str, str], RpcMethod] = {}
-        registry.register(_ConnectionCollector(ledger, self._known, self._lock))
-
     def add_target(self, target: Target) -> None:
         """Create the target's series at 0."""
-        key = target.alias, target.address
-        labels = target.series_labels
+        series = _Series(target.series_labels, self._cycle, self._phase)
         with self._lock:
-            self._known[key] = labels
-        self.attempts.labels(*labels)
-        for reason in FailureReason:
-            self.failures.labels(*labels, reason.value)
-        self.success.labels(*labels)
-        self.duration.labels(*labels)
-        for phase in Phase:
-            self.phase_duration.labels(*labels, phase.value)
-        self.last_success.labels(*labels)
-        self.missed.labels(*labels)
-        # healthy and quota_state appear with the first CheckHealth answer: a 0 before
-        # it would claim an answer nobody gave.
+            self._series[target.alias, target.address] = series
 
     def remove_target(self, alias: str, address: str) -> None:
         """Remove every series of the target."""
         with self._lock:
-            labels = self._known.pop((alias, address), None)
-            info = self._server_info.pop((alias, address), None)
-        if labels is None:
-            return
-        for metric in (
-            self.attempts,
-            self.success,
-            self.duration,
-            self.last_success,
-            self.missed,
-            self.healthy,
-        ):
-            _remove(metric, labels)
-        for reason in FailureReason:
-            _remove(self.failures, (*labels, reason.value))
-        for phase in Phase:
-            _remove(self.phase_duration, (*labels, phase.value))
-        for state in QUOTA_LABELS:
-            _remove(self.quota_state, (*labels, state))
-        if info is not None:
-            _remove(self.server_info, (*labels, *info))
-
-    def _labels(self, alias: str, address: str) -> tuple[str, ...] | None:
-        with self._lock:
-            return self._known.get((alias, address))
+            self._series.pop((alias, address), None)
 
     def record(self, result: ProbeResult) -> None:
-        key = self._labels(result.alias, result.target)
-        if key is None:
-            return  # not (or no longer) a target: never recreate its series
-        self.attempts.labels(*key).inc()
-        self.duration.labels(*key).observe(result.duration)
-        for phase, seconds in result.phases.items():
-            self.phase_duration.labels(*key, phase.value).observe(seconds)
-        if result.success:
-            self.success.labels(*key).set(1)
-            self.last_success.labels(*key).set(result.started_at)
-        else:
-            self.success.labels(*key).set(0)
-            assert result.reason is not None
-            self.failures.labels(*key, result.reason.value).inc()
-        if result.healthy is not None:
-            self.healthy.labels(*key).set(1 if result.healthy else 0)
-        if result.quota_states is not None:
-            present = set(result.quota_states) or {QUOTA_NONE}
-            for state in QUOTA_LABELS:
-                self.quota_state.labels(*key, state).set(1 if state in present else 0)
-        if result.version is not None or result.server_info is not None:
-            self._set_server_info((result.alias, result.target), key, result)
-
-    def _set_server_info(
-        self, key: tuple[str, str], labels: tuple[str, ...], result: ProbeResult
-    ) -> None:
-        si = result.server_info
         with self._lock:
-            previous = self._server_info.get(key)
-        version = result.version or (previous[0] if previous else "")
-        values: tuple[str, ...]
-        if si is not None:
-            values = (version, si.git_commit, si.go_version, si.deploy_mode, si.build_time)
-        elif previous is not None:
-            values = (version, *previous[1:])
-        else:
-            values = (version, "", "", "", "")
-        if values == previous:
-            return
-        if previous is not None:
-            _remove(self.server_info, (*labels, *previous))
-        self.server_info.labels(*labels, *values).set(1)
-        with self._lock:
-            self._server_info[key] = values
+            s = self._series.get((result.alias, result.target))
+            if s is None:
+                return  # not (or no longer) a target: never recreate its series
+            s.text = None
+            s.attempts += 1
+            s.duration.observe(result.duration)
+            for phase, seconds in result.phases.items():
+                s.phases[phase].observe(seconds)
+            if result.success:
+                s.success = 1
+                s.last_success = result.started_at
+            else:
+                s.success = 0
+                assert result.reason is not None
+                s.failures[result.reason] += 1
+            if result.healthy is not None:
+                s.healthy = 1 if result.healthy else 0
+            if result.quota_states is not None:
+                present = set(result.quota_states) or {QUOTA_NONE}
+                s.quota = {state: 1 if state in present else 0 for state in QUOTA_LABELS}
+            if result.version is not None or result.server_info is not None:
+                s.info = _server_info(s.info, result)
 
     def missed_cycle(self, target: Target) -> None:
-        labels = self._labels(target.alias, target.address)
-        if labels is not None:  # a removed target's series must not come back
-            self.missed.labels(*labels).inc()
+        with self._lock:
+            s = self._series.get((target.alias, target.address))
+            if s is not None:  # a removed target's series must not come back
+                s.text = None
+                s.missed += 1
+
+
+def _server_info(previous: tuple[str, ...] | None, result: ProbeResult) -> tuple[str, ...]:
+    """Label values of server_info: what this cycle learnt, the rest from before."""
+    si = result.server_info
+    version = result.version or (previous[0] if previous else "")
+    if si is not None:
+        return version, si.git_commit, si.go_version, si.deploy_mode, si.build_time
+    if previous is not None:
+        return version, *previous[1:]
+    return version, "", "", "", ""
 
 
 DISCOVERY_ERROR_KINDS = ("gone", "api", "connection", "service")
@@ -332,8 +430,3 @@ class KubernetesMetrics:
     def synced(self, targets: int) -> None:
         self.discovery_targets.set(targets)
         self.discovery_last_sync.set_to_current_time()
-
-
-def _remove(metric: Counter | Gauge | Histogram, labels: tuple[str, ...]) -> None:
-    with contextlib.suppress(KeyError):
-        metric.remove(*labels)

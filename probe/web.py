@@ -2,8 +2,8 @@
 
 `prometheus_client.start_http_server` answers every path with metrics, so it can't
 host health, status and pprof; we keep its threaded-WSGI pattern in our own classes
-and mount `make_wsgi_app(registry)` at `/metrics` (OpenMetrics and gzip negotiation
-included). Every connection gets a read timeout, and request bodies are capped.
+and mount the metrics app (probe.exposition: OpenMetrics and gzip negotiation included)
+at `/metrics`. Every connection gets a read timeout, and request bodies are capped.
 """
 
 from __future__ import annotations

@@ -1,0 +1,109 @@
+"""Serving /metrics: prometheus_client's formats, with a fast path for per-target families.
+
+prometheus_client formats every sample from a `Sample` object at ~15 µs a line; with
+~100 lines per target, 100 targets cost ~200 ms of CPU a scrape (under the GIL the
+probes share). Families whose owner can write their own sample lines yield a
+`RenderedFamily`: its `text()` is those lines (cached per target by the owner, so a
+scrape only formats what changed), and its `samples` are computed only when something
+reads them (`registry.get_sample_value`, `?name[]=` filtering, prometheus_client's own
+writers), so every other consumer of the registry still sees ordinary metrics.
+
+Everything else (format negotiation, HELP/TYPE lines, escaping, OpenMetrics' `# EOF`)
+stays prometheus_client's: headers come from its encoder run on a sample-less copy of
+the family. Sample lines themselves are identical in the text format 0.0.4 and in
+OpenMetrics; tests/test_metrics.py proves the output parses to what prometheus_client
+writes for the same registry, in both formats.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qs
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+
+OPENMETRICS = "application/openmetrics-text"
+_EOF = b"# EOF\n"
+GZIP_LEVEL = 1
+"""Exposition text is repetitive: level 1 compresses ~20× at a fraction of level 9's CPU."""
+
+
+class RenderedFamily(Metric):
+    """A metric family that writes its own sample lines; `samples` are made on demand."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        typ: str,
+        samples: Callable[[], list[Sample]],
+        text: Callable[[], str],
+    ) -> None:
+        self._make_samples = samples
+        self.text = text
+        super().__init__(name, documentation, typ)
+
+    @property
+    def samples(self) -> list[Sample]:
+        return self._make_samples()
+
+    @samples.setter
+    def samples(self, value: list[Sample]) -> None:
+        """Metric.__init__ assigns an empty list; ours are always computed."""
+
+
+class _Families:
+    """What prometheus_client's encoders take: anything with `collect()`."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+def render(registry: Any, accept: str) -> tuple[bytes, str]:
+    """The registry in the format `accept` asks for: (body, Content-Type)."""
+    encoder, content_type = choose_encoder(accept)
+    openmetrics = content_type.startswith(OPENMETRICS)
+    plain: list[Metric] = []
+    rendered: list[RenderedFamily] = []
+    for family in registry.collect():
+        (rendered if isinstance(family, RenderedFamily) else plain).append(family)
+    parts = [_without_eof(encoder(_Families(plain)), openmetrics)]
+    for family in rendered:
+        header = Metric(family.name, family.documentation, family.type)
+        parts.append(_without_eof(encoder(_Families([header])), openmetrics))
+        parts.append(family.text().encode())
+    if openmetrics:
+        parts.append(_EOF)
+    return b"".join(parts), content_type
+
+
+def _without_eof(body: bytes, openmetrics: bool) -> bytes:
+    return body[: -len(_EOF)] if openmetrics and body.endswith(_EOF) else body
+
+
+def metrics_app(registry: CollectorRegistry) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app serving the registry the way prometheus_client's `make_wsgi_app` does
+    (Accept negotiation, gzip, `?name[]=` filtering), through `render`."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        params = parse_qs(environ.get("QUERY_STRING", ""))
+        source: Any = registry
+        if "name[]" in params:
+            source = registry.restricted_registry(params["name[]"])
+        body, content_type = render(source, environ.get("HTTP_ACCEPT", ""))
+        headers = [("Content-Type", content_type)]
+        if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [body]
+
+    return app
