@@ -69,6 +69,7 @@ class Scheduler:
         self._generation = 0
         self._stopping = False
         self._in_flight = 0
+        self._joiners = 0
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
 
     # ----------------------------------------------------------- targets
@@ -128,11 +129,15 @@ class Scheduler:
         """Wait until no cycle is running; False if some still are after `timeout`."""
         deadline = self._clock() + timeout
         with self._cond:
-            while self._in_flight:
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
+            self._joiners += 1
+            try:
+                while self._in_flight:
+                    remaining = deadline - self._clock()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+            finally:
+                self._joiners -= 1
         return True
 
     def _loop(self) -> None:
@@ -185,4 +190,5 @@ class Scheduler:
         with self._cond:
             entry.running = False
             self._in_flight -= 1
-            self._cond.notify_all()
+            if self._joiners:  # waking the timer thread after every cycle costs CPU for nothing
+                self._cond.notify_all()
