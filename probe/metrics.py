@@ -121,8 +121,8 @@ class _Series:
         """Appears with the first CheckHealth answer: a 0 before it would claim an answer."""
         self.quota: dict[str, int] | None = None
         self.info: tuple[str, ...] | None = None
-        self.text: list[str] | None = None
-        """Lines per family of `_FAMILIES`; None when a number changed since."""
+        self.text: list[bytes] | None = None
+        """Lines per family of `_FAMILIES`, encoded; None when a number changed since."""
 
 
 @dataclass(frozen=True)
@@ -203,8 +203,9 @@ _CONNECTIONS = (
 class _TargetFamilies(Collector):
     """Every per-target family, from the series and the connection ledger."""
 
-    def __init__(self, series: dict[tuple[str, str], _Series], lock: threading.Lock,
-                 ledger: ConnectionLedger) -> None:  # fmt: skip
+    def __init__(
+        self, series: dict[tuple[str, str], _Series], lock: threading.Lock, ledger: ConnectionLedger
+    ) -> None:
         self._series, self._lock, self._ledger = series, lock, ledger
 
     def describe(self) -> Iterator[Metric]:
@@ -217,13 +218,13 @@ class _TargetFamilies(Collector):
     def collect(self) -> Iterator[RenderedFamily]:
         with self._lock:
             series = list(self._series.items())
-        texts: list[list[str]] | None = None
+        texts: list[list[bytes]] | None = None
 
-        def text(index: int) -> str:
+        def text(index: int) -> list[bytes]:
             nonlocal texts
             if texts is None:
                 texts = [self._text(s) for _, s in series]
-            return "".join(t[index] for t in texts)
+            return [t[index] for t in texts]
 
         for index, family in enumerate(_FAMILIES):
             yield RenderedFamily(
@@ -246,7 +247,7 @@ class _TargetFamilies(Collector):
                 doc,
                 typ,
                 functools.partial(_sample_list, full, rows),
-                functools.partial(_text_lines, full, rows),
+                functools.partial(_text_chunks, full, rows),
             )
 
     def _samples(self, family: _Family, series: list[_Series]) -> list[Sample]:
@@ -255,7 +256,7 @@ class _TargetFamilies(Collector):
             rows = [(s, list(family.rows(s))) for s in series]
         return _sample_list(name, rows)
 
-    def _text(self, s: _Series) -> list[str]:
+    def _text(self, s: _Series) -> list[bytes]:
         with self._lock:
             if s.text is None:
                 s.text = [_text_lines(f"{PREFIX}_{f.name}", [(s, f.rows(s))]) for f in _FAMILIES]
@@ -270,12 +271,16 @@ def _sample_list(name: str, rows: Iterable[tuple[_Series, Iterable[_Row]]]) -> l
     ]
 
 
-def _text_lines(name: str, rows: Iterable[tuple[_Series, Iterable[_Row]]]) -> str:
+def _text_chunks(name: str, rows: Iterable[tuple[_Series, Iterable[_Row]]]) -> list[bytes]:
+    return [_text_lines(name, rows)]
+
+
+def _text_lines(name: str, rows: Iterable[tuple[_Series, Iterable[_Row]]]) -> bytes:
     return "".join(
         f"{name}{suffix}{{{s.prefix}{_labels_text(extra)}}} {_value(value)}\n"
         for s, series_rows in rows
         for suffix, extra, value in series_rows
-    )
+    ).encode()
 
 
 @functools.lru_cache(maxsize=4096)

@@ -24,11 +24,18 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from probe.exposition import metrics_app, render
+from probe.exposition import metrics_app
+from probe.exposition import render as render_chunks
 from probe.metrics import ProbeMetrics, latency_buckets
 from probe.milvus.channel import ConnectionLedger
 from probe.result import FailureReason, Phase, ProbeResult, RpcMethod, ServerInfo
 from tests.support import target
+
+
+def render(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
+    chunks, content_type = render_chunks(registry, accept)
+    return b"".join(chunks), content_type
+
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"
 TEXT = "text/plain;version=0.0.4"
