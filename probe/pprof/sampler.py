@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 
 from probe.pprof.builder import ProfileBuilder, Stack, stack_of
 
@@ -101,6 +102,7 @@ def sample(
     known: dict[int, ThreadInfo] = {}
     last_cpu: dict[int, int] = {}
     last_stack: dict[int, Stack] = {}
+    last_seen: dict[int, tuple[FrameType, int, Stack]] = {}
     started_ns = time.time_ns()
     start = clock()
     end = start + seconds
@@ -120,12 +122,22 @@ def sample(
             continue
         ticks += 1
         frames = sys._current_frames()
+        for gone in last_seen.keys() - frames.keys():
+            del last_seen[gone]  # don't keep exited threads' frames alive
         if any(ident not in known for ident in frames):
             known = threads()
         for ident, frame in frames.items():
             if ident == me:
                 continue
-            stack = stack_of(frame)
+            # A thread still in the same frame at the same instruction has the same stack
+            # (its callers can't change under it): most threads sit in one wait, and
+            # walking their stacks every tick was most of the sampler's cost.
+            seen = last_seen.get(ident)
+            if seen is not None and seen[0] is frame and seen[1] == frame.f_lasti:
+                stack = seen[2]
+            else:
+                stack = stack_of(frame)
+                last_seen[ident] = (frame, frame.f_lasti, stack)
             info = known.get(ident)
             labels = {"thread": info.name if info else f"thread-{ident}"}
             if mode is Mode.WALL:
