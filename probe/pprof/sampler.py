@@ -10,6 +10,7 @@ exited meanwhile yields EINVAL instead of undefined behaviour.
 from __future__ import annotations
 
 import enum
+import inspect
 import sys
 import threading
 import time
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from types import FrameType
 
 from probe.pprof.builder import ProfileBuilder, Stack, stack_of
+
+_RESUMABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
 class Mode(enum.StrEnum):
@@ -130,10 +133,16 @@ def sample(
             if ident == me:
                 continue
             # A thread still in the same frame at the same instruction has the same stack
-            # (its callers can't change under it): most threads sit in one wait, and
-            # walking their stacks every tick was most of the sampler's cost.
+            # (an activation's callers can't change under it; a generator's can, between
+            # resumptions): most threads sit in one wait, and walking their stacks every
+            # tick was most of the sampler's cost.
             seen = last_seen.get(ident)
-            if seen is not None and seen[0] is frame and seen[1] == frame.f_lasti:
+            if (
+                seen is not None
+                and seen[0] is frame
+                and seen[1] == frame.f_lasti
+                and not frame.f_code.co_flags & _RESUMABLE
+            ):
                 stack = seen[2]
             else:
                 stack = stack_of(frame)
