@@ -10,12 +10,13 @@ is bounded by its timeout and the pool has a worker per connection slot.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -127,18 +128,30 @@ class Scheduler:
 
     def join_workers(self, timeout: float) -> bool:
         """Wait until no cycle is running; False if some still are after `timeout`."""
-        deadline = self._clock() + timeout
         with self._cond:
-            self._joiners += 1
-            try:
-                while self._in_flight:
-                    remaining = deadline - self._clock()
-                    if remaining <= 0:
-                        return False
-                    self._cond.wait(remaining)
-            finally:
-                self._joiners -= 1
-        return True
+            return self._wait_idle(timeout)
+
+    @contextlib.contextmanager
+    def held_idle(self, timeout: float) -> Iterator[bool]:
+        """Hold the schedule at a moment no cycle runs: inside, nothing is dispatched and
+        nothing finishes, so whatever is counted there belongs to no cycle (the soak test's
+        leak checks). Yields whether such a moment came within `timeout`."""
+        with self._cond:
+            yield self._wait_idle(timeout)
+
+    def _wait_idle(self, timeout: float) -> bool:
+        """With the lock held: wait until no cycle runs; False after `timeout`."""
+        deadline = self._clock() + timeout
+        self._joiners += 1  # _finish notifies only while someone waits here
+        try:
+            while self._in_flight:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+        finally:
+            self._joiners -= 1
 
     def _loop(self) -> None:
         with self._cond:

@@ -76,19 +76,10 @@ def _quiescent(app: App, timeout: float = 5.0) -> Iterator[None]:
     """Hold the scheduler's lock at a moment no cycle is in flight.
 
     While held, the scheduler can neither dispatch a cycle nor see one finish, so the
-    ledger, fds and threads read inside belong to no cycle. (Reads the scheduler's
-    private condition and in-flight count: there is no public pause.)
+    ledger, fds and threads read inside belong to no cycle.
     """
-    scheduler = app.scheduler
-    cond = scheduler._cond
-    deadline = time.monotonic() + timeout
-    with cond:
-        while scheduler._in_flight:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            cond.wait(remaining)
-        else:
+    with app.scheduler.held_idle(timeout) as idle:
+        if idle:
             yield
             return
     # Described after letting go of the lock, or every worker would be seen waiting for it.
@@ -273,16 +264,17 @@ def _soak(
             if point["closed"] >= goal:
                 break
             next_point += step
+        # The window's counts and its length together: the checks below take seconds.
+        missed = sum(_family_values(app, "milvus_probe_missed_cycles_total").values())
+        attempts = sum(_family_values(app, "milvus_probe_attempts_total").values())
         elapsed = time.monotonic() - began
+        lag = bucket_delta(
+            histogram_buckets(app.registry, "milvus_probe_schedule_lag_seconds"), lag_before
+        )
         end = points[-1]
         end["fds"] = _resting_fds(app)
         end_rss = rss_bytes()
         end_native = native_threads()
-        lag = bucket_delta(
-            histogram_buckets(app.registry, "milvus_probe_schedule_lag_seconds"), lag_before
-        )
-        missed = sum(_family_values(app, "milvus_probe_missed_cycles_total").values())
-        attempts = sum(_family_values(app, "milvus_probe_attempts_total").values())
 
         # Stop scheduling, let every cycle finish: the exported gauges at rest.
         app.scheduler.stop(timeout=2.0)
