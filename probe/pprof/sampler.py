@@ -112,6 +112,27 @@ def sample(
     next_tick = start
     next_stop_check = start
     ticks = 0
+
+    def stack_at(ident: int, frame: FrameType) -> Stack:
+        # A thread still in the same frame at the same instruction has the same stack (an
+        # activation's callers can't change under it; a generator's can, between
+        # resumptions): most threads sit in one wait, and walking their stacks every tick
+        # was most of the sampler's cost.
+        seen = last_seen.get(ident)
+        if (
+            seen is not None
+            and seen[0] is frame
+            and seen[1] == frame.f_lasti
+            and not frame.f_code.co_flags & _RESUMABLE
+        ):
+            return seen[2]
+        stack = stack_of(frame)
+        last_seen[ident] = (frame, frame.f_lasti, stack)
+        return stack
+
+    def label(ident: int, info: ThreadInfo | None) -> dict[str, str]:
+        return {"thread": info.name if info else f"thread-{ident}"}
+
     while True:
         now = clock()
         if now >= end:
@@ -132,32 +153,21 @@ def sample(
         for ident, frame in frames.items():
             if ident == me:
                 continue
-            # A thread still in the same frame at the same instruction has the same stack
-            # (an activation's callers can't change under it; a generator's can, between
-            # resumptions): most threads sit in one wait, and walking their stacks every
-            # tick was most of the sampler's cost.
-            seen = last_seen.get(ident)
-            if (
-                seen is not None
-                and seen[0] is frame
-                and seen[1] == frame.f_lasti
-                and not frame.f_code.co_flags & _RESUMABLE
-            ):
-                stack = seen[2]
-            else:
-                stack = stack_of(frame)
-                last_seen[ident] = (frame, frame.f_lasti, stack)
             info = known.get(ident)
-            labels = {"thread": info.name if info else f"thread-{ident}"}
             if mode is Mode.WALL:
-                builder.add(stack, (1, period_ns), labels)
-            elif info is not None and info.native_id is not None:
-                cpu = thread_cpu_ns(info.native_id)
-                previous = last_cpu.get(ident)
-                if cpu is not None:
-                    last_cpu[ident] = cpu
-                    if previous is not None and cpu > previous:
-                        builder.add(last_stack.get(ident, stack), (1, cpu - previous), labels)
+                builder.add(stack_at(ident, frame), (1, period_ns), label(ident, info))
+                continue
+            cpu = thread_cpu_ns(info.native_id) if info and info.native_id is not None else None
+            if cpu is None:
+                continue
+            previous = last_cpu.get(ident)
+            last_cpu[ident] = cpu
+            if cpu == previous:
+                continue  # it hasn't run since the last tick: nothing to charge, same stack
+            stack = stack_at(ident, frame)
+            if previous is not None and cpu > previous:
+                # CPU used since the last tick is charged to the stack seen then.
+                builder.add(last_stack.get(ident, stack), (1, cpu - previous), label(ident, info))
             last_stack[ident] = stack
         next_tick += period_ns / 1e9
         if next_tick < clock():  # fell behind: skip ticks rather than burst
