@@ -30,6 +30,7 @@ from bench import (
     limit,
     peers,
     profiling,
+    raw,
     report,
     scale,
     scrape,
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         blackbox=NO_HEALTH_V1,
                     ),
                     "server": "milvus-lite 3.2.2",
-                    "server_version": limit.server_version(address),
+                    "server_version": raw.server_version(address),
                 },
             )
             log("footprint")

@@ -129,7 +129,7 @@ class Settings:
     profiling_targets: int = 100
     profiling_interval: float = 1.0
     profiling_window: int = 6
-    profiling_rounds: int = 3
+    profiling_rounds: int = 5
 
     @classmethod
     def quick_settings(cls) -> Settings:

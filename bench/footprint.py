@@ -2,6 +2,10 @@
 
 * RSS (`VmRSS` of /proc/PID/status) of the daemon one second after its first `/readyz`
   200, with one target and with many (1,000 by default) under distinct aliases.
+* The floor under it: RSS of a process that imports only the required libraries (grpc,
+  protobuf, prometheus_client), runs a few raw cycles on the same server, writes the
+  default registry once and waits as long (`bench.raw.floor`). The daemon's RSS minus
+  the floor is what milvus-probe's own code and state cost.
 * Time from spawning `python -m probe serve` to the first `/readyz` 200 (polled every
   2 ms), over a few starts: interpreter start, imports, config, warm-up, the first round.
 * Idle CPU of the one-target daemon (default 10 s interval) as a share of a core.
@@ -11,6 +15,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,10 +24,13 @@ from typing import Any
 
 from bench.common import (
     MIB,
+    PYTHON,
+    ROOT,
     Daemon,
     Pinning,
     Settings,
     many_targets,
+    proc_status,
     run_worker,
     summary,
     write_config,
@@ -82,6 +91,42 @@ def _start_once(config: Path, pinning: Pinning, log: Path) -> tuple[Daemon, dict
     }
 
 
+def floor(address: str, pinning: Pinning) -> dict[str, Any]:
+    """RSS of the smallest probe process on the required libraries, after SETTLE."""
+    command = [*pinning.client_prefix(), PYTHON, "-m", "bench.worker", "floor"]
+    worker = subprocess.Popen(
+        [*command, "--address", address],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert worker.stdout is not None
+        said = worker.stdout.readline()
+        status: dict[str, int] = {}
+        if said == b"ready\n":
+            time.sleep(SETTLE)  # as long as the daemon's figures wait after /readyz
+            status = proc_status(worker.pid)
+        out, err = worker.communicate(b"", timeout=30)
+        if not status or worker.returncode != 0:
+            raise RuntimeError(
+                f"bench.worker floor failed ({worker.returncode}, said {said!r}): "
+                f"{err.decode(errors='replace')[-2000:]}"
+            )
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    return {
+        "rss_bytes": status.get("VmRSS"),
+        "rss_anon_bytes": status.get("RssAnon"),
+        "rss_file_bytes": status.get("RssFile"),
+        "threads": status.get("Threads"),
+        **json.loads(out),
+    }
+
+
 def measure(address: str, settings: Settings, pinning: Pinning, workdir: Path) -> dict[str, Any]:
     one = write_config(workdir / "footprint-1.yaml", [("default", address)], interval=10.0)
     starts: list[dict[str, Any]] = []
@@ -120,6 +165,7 @@ def measure(address: str, settings: Settings, pinning: Pinning, workdir: Path) -
             "rss_mib_median": sorted(rss)[len(rss) // 2] / MIB,
             "idle": idle,
         },
+        "floor": floor(address, pinning),
         "many_targets": {"targets": count, **many_figures},
         "imports": run_worker(pinning, "imports", "--config", str(one)),
     }

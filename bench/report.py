@@ -274,6 +274,13 @@ def _footprint_rows(section: dict[str, Any], single: Any) -> None:
     fp = section
     one, many = fp["one_target"], fp["many_targets"]
     single("5 footprint", "RSS, 1 target (goal ≤ 40 MiB)", mib(one["rss_bytes_median"]))
+    low = fp["floor"]
+    own = mib(one["rss_bytes_median"] - low["rss_bytes"])
+    single(
+        "",
+        "  floor: required libraries + raw cycles alone",
+        f"{mib(low['rss_bytes'])} (milvus-probe's own: {own})",
+    )
     single("", f"RSS, {many['targets']} targets", mib(many["rss_bytes"]))
     ready = one["ready_after_seconds"]
     single(

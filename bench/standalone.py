@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import PYTHON, ROOT, Pinning, Settings, log, not_measured
-from bench.limit import raw_cycle, server_version
+from bench.raw import raw_cycle, server_version
 
 MILVUS_PACKAGE = "milvus==2.3.5"
 START_TIMEOUT = 180.0

@@ -3,6 +3,7 @@
     python -m bench.worker limit    --address 127.0.0.1:19530 --cycles 200 --pace 0.05
     python -m bench.worker pymilvus --address 127.0.0.1:19530 --cycles 200
     python -m bench.worker imports  --config probe.yaml
+    python -m bench.worker floor    --address 127.0.0.1:19530 --cycles 3
 
 Each prints one JSON object. Keeping each in its own process makes its CPU counter
 (`time.process_time()`, every thread of the process) count that client and nothing else.
@@ -39,6 +40,12 @@ def _imports(args: argparse.Namespace) -> dict[str, Any]:
     return modules_after_start(args.config)
 
 
+def _floor(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.raw import floor
+
+    return floor(args.address, args.cycles, args.timeout, args.pace)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -61,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     imports = commands.add_parser("imports", help="start the App in-process; list modules")
     imports.add_argument("--config", required=True)
     imports.set_defaults(run=_imports)
+    low = commands.add_parser(
+        "floor", help="raw cycles with only the required libraries; hold until stdin closes"
+    )
+    low.add_argument("--address", required=True)
+    low.add_argument("--cycles", type=int, default=3)
+    low.add_argument("--timeout", type=float, default=5.0)
+    low.add_argument("--pace", type=float, default=0.05, help="seconds from cycle to cycle")
+    low.set_defaults(run=_floor)
     args = parser.parse_args(argv)
     json.dump(args.run(args), sys.stdout)
     sys.stdout.write("\n")

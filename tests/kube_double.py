@@ -320,7 +320,6 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _watch(self, selector: str, since: int, timeout: float) -> None:
-        api = self.api
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import http.client
 import ipaddress
@@ -366,10 +367,8 @@ class CountingProxy:
         except OSError:
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
             if from_client:
                 with self._lock:
                     self.closed += 1

@@ -84,6 +84,9 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     assert_numeric(footprint["one_target"], "rss_mib_median")
     assert_numeric(footprint["one_target"]["ready_after_seconds"], "median", "max")
     assert_numeric(footprint["many_targets"], "rss_bytes", "ready_after_seconds")
+    floor = footprint["floor"]  # the smallest process on the required libraries...
+    assert_numeric(floor, "rss_bytes", "rss_anon_bytes")
+    assert floor["healthy"] == floor["cycles"] > 0  # ...really talked to Milvus
     assert isinstance(footprint["imports"]["kubernetes_imported"], bool)
     assert numeric(results["scale"]["max_sustained_rate"])
     for by_targets in results["scale"]["by_targets"].values():

@@ -1,4 +1,5 @@
-"""The Helm chart, checked by the real tools: helm lint/template, Kubernetes schemas, our own config check."""
+"""The Helm chart, checked by the real tools: helm lint/template, Kubernetes schemas and
+our own config check."""
 
 from __future__ import annotations
 

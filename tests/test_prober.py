@@ -231,7 +231,8 @@ def test_token_file_is_reread_when_it_changes(tmp_path: pytest.TempPathFactory) 
 
 
 def test_shutdown_cancels_a_cycle_in_flight() -> None:
-    """Closing every channel (SIGTERM) ends a cycle stuck connecting within a fraction of a second."""
+    """Closing every channel (SIGTERM) ends a cycle stuck connecting within a fraction of a
+    second."""
     import threading
     import time
 
