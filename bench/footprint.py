@@ -93,9 +93,8 @@ def _start_once(config: Path, pinning: Pinning, log: Path) -> tuple[Daemon, dict
 
 def floor(address: str, pinning: Pinning) -> dict[str, Any]:
     """RSS of the smallest probe process on the required libraries, after SETTLE."""
-    command = [*pinning.client_prefix(), PYTHON, "-m", "bench.worker", "floor"]
     worker = subprocess.Popen(
-        [*command, "--address", address],
+        [*pinning.client_prefix(), PYTHON, "-m", "bench.worker", "floor", "--address", address],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

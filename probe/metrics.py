@@ -217,13 +217,14 @@ class _TargetFamilies(Collector):
 
     def collect(self) -> Iterator[RenderedFamily]:
         with self._lock:
-            series = list(self._series.items())
+            keyed = list(self._series.items())
+        series = [s for _, s in keyed]
         texts: list[list[bytes]] | None = None
 
         def text(index: int) -> list[bytes]:
             nonlocal texts
             if texts is None:
-                texts = [self._text(s) for _, s in series]
+                texts = [self._text(s) for s in series]
             return [t[index] for t in texts]
 
         for index, family in enumerate(_FAMILIES):
@@ -231,12 +232,12 @@ class _TargetFamilies(Collector):
                 f"{PREFIX}_{family.name}",
                 family.doc,
                 family.type,
-                functools.partial(self._samples, family, [s for _, s in series]),
+                functools.partial(self._samples, family, series),
                 functools.partial(text, index),
             )
         counts = self._ledger.snapshot()
         connections = []
-        for key, s in series:
+        for key, s in keyed:
             opened, closed = counts.get(key, (0, 0))
             connections.append((s, (opened, closed, opened - closed)))
         for name, typ, doc, suffix, which in _CONNECTIONS:
