@@ -1,6 +1,7 @@
-"""The composition root: builds every part, wires results to metrics and health, owns start/stop.
+"""The composition root: builds every part, wires them through the hub, owns start/stop.
 
-Data flows one way: target source → scheduler → prober → result → metrics/health → HTTP.
+Data flows one way: target sources → hub → scheduler → probers → hub → sinks (metrics,
+health, Events) → HTTP. Nothing here decides anything about targets or results.
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ from prometheus_client import (
 from probe import logs
 from probe.config import SECRET_FLAGS, Config, ConfigError, describe
 from probe.exposition import metrics_app
-from probe.health import Change, Check, Health, TargetState
+from probe.health import Check, Health, TargetState, log_change
+from probe.hub import Hub, TargetDiff
 from probe.metrics import KubernetesMetrics, ProbeMetrics
 from probe.milvus.channel import warm_up
 from probe.pages import status_page
-from probe.prober import InfoMode, Prober, SlotsBusy
-from probe.result import FailureReason, ProbeResult
+from probe.probers import InfoMode, Probers
+from probe.result import ProbeResult
 from probe.scheduler import Scheduler
 from probe.targets import ObjectRef, Target
 from probe.targets.static import StaticTargetSource
-from probe.web import AliasRequired, Busy, ManagementServer, Router, UnknownAlias
+from probe.web import ManagementServer, Router
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +60,8 @@ class App:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self.prober = Prober(max_concurrent=config.probe.max_concurrent)
-        self.ledger = self.prober.ledger
+        self.probers = Probers(max_concurrent=config.probe.max_concurrent)
+        self.ledger = self.probers.ledger
         max_timeout = max([t.timeout for t in config.targets] + [config.probe.timeout])
         self.metrics = ProbeMetrics(self.registry, self.ledger, max_timeout)
         self.metrics_app = metrics_app(self.registry)
@@ -81,19 +83,27 @@ class App:
         self.router = Router(self, pprof)
         self.discovery: Any = None
         self.events: Any = None
+        self.target_events: Any = None
         self.kube_metrics: KubernetesMetrics | None = None
-        self._own_pod = _own_pod()
-        self._denying: dict[str, bool] = {}
         if config.discovery is not None or _events_wanted(config):
             self._start_kubernetes(config)
         self.server = ManagementServer(self.router, config.listen_address)
-        self._lock = threading.Lock()
-        """Guards the target table; held while recording so a removed target stays removed."""
         self._reload_lock = threading.Lock()
-        self._targets: dict[str, Target] = {}
-        self._connected_at: dict[str, float] = {}
-        """alias → when Milvus Connect last succeeded (monotonic)."""
         self._stopping = False
+
+        # The wiring. Listeners hear of target changes in this order: the scheduler
+        # first, so a removed target is never scheduled again once its series are gone.
+        self.hub = Hub()
+        self.hub.listen(lambda diff: self.scheduler.update(diff.current))
+        self.hub.listen(self._forget_removed)
+        self.hub.listen(self.metrics.follow)
+        self.hub.listen(
+            lambda diff: self.health.set_targets(diff.current, first_round=diff.first_round)
+        )
+        self.hub.sink(lambda _, result: self.metrics.record(result))
+        self.hub.sink(self._health_sink)
+        if self.target_events is not None:
+            self.hub.sink(self.target_events.observe)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -132,13 +142,14 @@ class App:
             )
             self.health.extra_checks.append(self._discovery_check)
         if _events_wanted(config):
-            from probe.events import EventRecorder
+            from probe.events import EventRecorder, TargetEvents
 
             self.events = EventRecorder(
                 api,
                 instance=os.environ.get("POD_NAME"),
                 on_result=lambda result: self.kube_metrics.events.labels(result).inc(),  # type: ignore[union-attr]
             )
+            self.target_events = TargetEvents(self.events, _own_pod())
 
     def _discovery_check(self) -> Check:
         source = self.discovery
@@ -163,13 +174,13 @@ class App:
 
     def start(self) -> None:
         warm_up()
-        self.source.subscribe(lambda _: self._apply_targets(self._current_targets()))
+        self.source.subscribe(lambda _: self.hub.update(self._current_targets()))
         if self.discovery is not None:
-            self.discovery.subscribe(lambda _: self._apply_targets(self._current_targets()))
+            self.discovery.subscribe(lambda _: self.hub.update(self._current_targets()))
             self.discovery.start()
         if self.events is not None:
             self.events.start()
-        self._apply_targets(self._current_targets(), first_round=True)
+        self.hub.update(self._current_targets(), first_round=True)
         # What exists now (modules, config, targets and their series) lives as long as
         # the process: keep it out of the collector's full passes (40 ms at 1,000
         # targets), whose pauses would land inside cycles and read as Milvus latency.
@@ -184,7 +195,7 @@ class App:
             "milvus-probe started",
             extra=logs.fields(
                 listen=f"{host or '*'}:{self.port}",
-                targets=len(self._targets),
+                targets=len(self.hub.targets()),
                 policy=self.config.readiness.policy,
             ),
         )
@@ -193,11 +204,12 @@ class App:
 
     def stop(self) -> None:
         """Stop probing, close every connection, stop serving. Bounded by SHUTDOWN_BUDGET."""
-        with self._lock:
+        with self._reload_lock:
             if self._stopping:
                 return
             self._stopping = True
         began = self._clock()
+        self.hub.close()
         self.health.stopping()
         self.scheduler.stop(timeout=0.5)
         self.source.stop()
@@ -217,127 +229,26 @@ class App:
             ),
         )
 
-    # ----------------------------------------------------------- targets
+    # ----------------------------------------------------------- wiring
 
-    def _apply_targets(self, targets: list[Target], first_round: bool = False) -> None:
-        with self._lock:
-            old, new = self._targets, {t.alias: t for t in targets}
-            # Stop scheduling removed targets before their series go, so nothing the
-            # scheduler does for them afterwards can bring a series back.
-            self.scheduler.update(targets)
-            for alias, target in old.items():
-                replacement = new.get(alias)
-                if replacement is None or _series_key(replacement) != _series_key(target):
-                    self.metrics.remove_target(alias, target.address)
-                    self.ledger.forget((alias, target.address))
-                    self.prober.factory.forget(target)
-                    self._connected_at.pop(alias, None)
-                    if not first_round:
-                        logger.info(
-                            "target removed" if replacement is None else "target changed",
-                            extra=logs.fields(alias=alias, target=target.address),
-                        )
-            for alias, target in new.items():
-                previous = old.get(alias)
-                if previous is None or _series_key(previous) != _series_key(target):
-                    self.metrics.add_target(target)
-                    if previous is None and not first_round:
-                        logger.info(
-                            "target added", extra=logs.fields(alias=alias, target=target.address)
-                        )
-            self._targets = new
-            self.metrics.targets.set(len(new))
-            self.health.set_targets(targets, first_round=first_round)
+    def _forget_removed(self, diff: TargetDiff) -> None:
+        for target in diff.removed:
+            self.ledger.forget((target.alias, target.address))
+            self.probers.forget(target)
 
-    def _info_mode(self, target: Target) -> InfoMode:
-        with self._lock:
-            last = self._connected_at.get(target.alias)
-        if last is None or self._clock() - last >= target.connect_interval:
-            return InfoMode.FULL
-        return InfoMode.NONE
+    def _follow_health(self, diff: TargetDiff) -> None:
+        self.health.set_targets(diff.current, first_round=diff.first_round)
 
     def _run_scheduled(self, target: Target) -> None:
-        result = self.prober.run(target, self._info_mode(target))
-        self._record(target, result)
+        self.hub.publish(target, self.probers.run(target, InfoMode.SCHEDULED))
 
-    def _record(self, target: Target, result: ProbeResult) -> None:
-        with self._lock:
-            current = self._targets.get(target.alias)
-            if self._stopping or current is None or current.address != target.address:
-                return  # removed (or shutting down) while the cycle was in flight
-            # Connect registered us (or doesn't exist) even if a later step of the cycle
-            # failed: calling it again before connect-interval would register again.
-            if result.connect_called and (
-                result.server_info is not None or not result.connect_supported
-            ):
-                self._connected_at[target.alias] = self._clock()
-            self.metrics.record(result)
-            change = self.health.observe(result)
-            denying = self._quota_change(result)
-        if change is not None:
-            _log_change(change)
-            if not (change.first and change.up):  # a target that starts healthy changed nothing
-                self._post_change(target, change)
-        if denying is not None and self.events is not None:
-            self._post_quota(target, result, denying)
-
-    def _quota_change(self, result: ProbeResult) -> bool | None:
-        """True/False when the target starts/stops denying reads or writes, else None."""
-        if result.quota_states is None:
-            return None
-        denying = any(s.startswith("DenyTo") for s in result.quota_states)
-        before = self._denying.get(result.alias, False)
-        self._denying[result.alias] = denying
-        return denying if denying != before else None
-
-    def _regarding(self, target: Target) -> ObjectRef | None:
-        return target.regarding or self._own_pod
-
-    def _post_change(self, target: Target, change: Change) -> None:
-        regarding = self._regarding(target)
-        if regarding is None or self.events is None:
+    def _health_sink(self, target: Target, result: ProbeResult) -> None:
+        change = self.health.observe(result)
+        if change is None:
             return
-        from probe.events import EventRequest
-
-        if change.up:
-            reason, kind = "MilvusConnectionRecovered", "Normal"
-            message = f"{change.alias} ({change.target}) answers again"
-            if change.previous_reason:
-                message += f"; it failed with {change.previous_reason} before"
-        else:
-            unhealthy = change.reason is FailureReason.UNHEALTHY
-            reason = "MilvusUnhealthy" if unhealthy else "MilvusConnectionFailed"
-            kind = "Warning"
-            message = (
-                f"{change.alias} ({change.target}) failed: {change.reason}: {change.error[:600]}"
-            )
-        self.events.record(EventRequest(regarding, kind, reason, message, change.alias))
-
-    def _post_quota(self, target: Target, result: ProbeResult, denying: bool) -> None:
-        regarding = self._regarding(target)
-        if regarding is None or self.events is None:
-            return
-        from probe.events import EventRequest
-
-        states = ", ".join(result.quota_states or ()) or "none"
-        if denying:
-            request = EventRequest(
-                regarding,
-                "Warning",
-                "MilvusQuotaDenying",
-                f"{target.alias} ({target.address}) quota states: {states}",
-                target.alias,
-            )
-        else:
-            request = EventRequest(
-                regarding,
-                "Normal",
-                "MilvusQuotaCleared",
-                f"{target.alias} ({target.address}) no longer denies "
-                f"reads or writes (quota states: {states})",
-                target.alias,
-            )
-        self.events.record(request)
+        log_change(change)
+        if self.target_events is not None:
+            self.target_events.changed(target, change)
 
     # ----------------------------------------------------------- reload
 
@@ -397,22 +308,9 @@ class App:
 
     def probe_now(self, alias: str | None) -> tuple[ProbeResult, TargetState | None]:
         """Run one cycle now for `/probe`. It is not recorded in metrics or history."""
-        with self._lock:
-            targets = dict(self._targets)
-        if alias is None:
-            if len(targets) != 1:
-                raise AliasRequired(
-                    "say which target with ?alias=NAME; targets: " + ", ".join(sorted(targets))
-                )
-            alias = next(iter(targets))
-        target = targets.get(alias)
-        if target is None:
-            raise UnknownAlias(f"no target with alias {alias!r}")
-        try:
-            result = self.prober.run(target, InfoMode.VERSION, slot_timeout=target.timeout)
-        except SlotsBusy as exc:
-            raise Busy(str(exc)) from None
-        return result, self.health.state(alias)
+        target = self.hub.pick(alias)
+        result = self.probers.run(target, InfoMode.VERSION, slot_timeout=target.timeout)
+        return result, self.health.state(target.alias)
 
     def status_page(self) -> str:
         ready, _ = self.health.ready()
@@ -426,10 +324,6 @@ class App:
         )
 
 
-def _series_key(target: Target) -> tuple[str, ...]:
-    return (*target.series_labels, target.rpc.value)
-
-
 def _own_pod() -> ObjectRef | None:
     """Our own pod (downward API), which Events about static targets are attached to."""
     name, namespace = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
@@ -441,34 +335,3 @@ def _events_wanted(config: Config) -> bool:
         return config.events
     in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     return in_cluster and (config.discovery is not None or bool(os.environ.get("POD_NAME")))
-
-
-def _log_change(change: Change) -> None:
-    if change.up:
-        message = "target up" if change.first else "target recovered"
-        logger.info(
-            message,
-            extra=logs.fields(
-                alias=change.alias,
-                target=change.target,
-                **({"was": change.previous_reason} if change.previous_reason else {}),
-            ),
-        )
-    elif change.first or change.previous_reason is None:
-        logger.warning(
-            "target down",
-            extra=logs.fields(
-                alias=change.alias, target=change.target, reason=change.reason, error=change.error
-            ),
-        )
-    else:
-        logger.warning(
-            "target still down, for another reason",
-            extra=logs.fields(
-                alias=change.alias,
-                target=change.target,
-                reason=change.reason,
-                was=change.previous_reason,
-                error=change.error,
-            ),
-        )

@@ -305,7 +305,7 @@ def exit_code(result: ProbeResult) -> int:
 
 def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int:
     from probe.milvus.channel import warm_up
-    from probe.prober import InfoMode, Prober
+    from probe.probers import InfoMode, Probers
 
     sources = sources_from(args, environ)
     flags = dict(sources.flags)
@@ -330,7 +330,7 @@ def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int
     logs.setup("error", "text")
     info = InfoMode.FULL if (args.verbose or target.db_name) else InfoMode.VERSION
     warm_up()
-    result = Prober(max_concurrent=1).run(target, info)
+    result = Probers(max_concurrent=1).run(target, info)
     code = exit_code(result)
     if args.output == "json":
         body = result.to_dict()

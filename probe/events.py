@@ -24,7 +24,9 @@ from typing import Any
 from kubernetes import client
 
 from probe import logs
-from probe.targets import ObjectRef
+from probe.health import Change
+from probe.result import FailureReason, ProbeResult
+from probe.targets import ObjectRef, Target
 
 logger = logging.getLogger(__name__)
 
@@ -218,3 +220,66 @@ class EventRecorder:
                 {"series": {"count": posted.count, "lastObservedTime": stamp}},
                 _request_timeout=10,
             )
+
+
+class TargetEvents:
+    """What the Events about targets say, and when: a target went down or came back, or
+    started or stopped denying reads/writes. A results sink of the hub; never blocks."""
+
+    def __init__(self, recorder: EventRecorder, own_pod: ObjectRef | None) -> None:
+        self._recorder = recorder
+        self._own_pod = own_pod
+        self._denying: dict[str, bool] = {}
+
+    def _regarding(self, target: Target) -> ObjectRef | None:
+        """Discovered targets' own object; our own pod for static targets."""
+        return target.regarding or self._own_pod
+
+    def changed(self, target: Target, change: Change) -> None:
+        """A target went up or down (a target that starts healthy changed nothing)."""
+        regarding = self._regarding(target)
+        if regarding is None or (change.first and change.up):
+            return
+        if change.up:
+            reason, kind = "MilvusConnectionRecovered", "Normal"
+            message = f"{change.alias} ({change.target}) answers again"
+            if change.previous_reason:
+                message += f"; it failed with {change.previous_reason} before"
+        else:
+            unhealthy = change.reason is FailureReason.UNHEALTHY
+            reason = "MilvusUnhealthy" if unhealthy else "MilvusConnectionFailed"
+            kind = "Warning"
+            message = (
+                f"{change.alias} ({change.target}) failed: {change.reason}: {change.error[:600]}"
+            )
+        self._recorder.record(EventRequest(regarding, kind, reason, message, change.alias))
+
+    def observe(self, target: Target, result: ProbeResult) -> None:
+        """Post when the target starts or stops denying reads or writes."""
+        if result.quota_states is None:
+            return
+        denying = any(s.startswith("DenyTo") for s in result.quota_states)
+        before = self._denying.get(result.alias, False)
+        self._denying[result.alias] = denying
+        regarding = self._regarding(target)
+        if denying == before or regarding is None:
+            return
+        states = ", ".join(result.quota_states) or "none"
+        if denying:
+            request = EventRequest(
+                regarding,
+                "Warning",
+                "MilvusQuotaDenying",
+                f"{target.alias} ({target.address}) quota states: {states}",
+                target.alias,
+            )
+        else:
+            request = EventRequest(
+                regarding,
+                "Normal",
+                "MilvusQuotaCleared",
+                f"{target.alias} ({target.address}) no longer denies "
+                f"reads or writes (quota states: {states})",
+                target.alias,
+            )
+        self._recorder.record(request)

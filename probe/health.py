@@ -8,15 +8,19 @@ successes, so one lost probe does not flap it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from probe.config import ReadinessPolicy, ReadinessSettings
+from probe import logs
+from probe.config.settings import ReadinessPolicy, ReadinessSettings
 from probe.result import FailureReason, ProbeResult
 from probe.targets import Target
+
+logger = logging.getLogger(__name__)
 
 HEARTBEAT_STALE_AFTER = 10.0
 """Seconds without a scheduler heartbeat before /healthz fails (it beats every second)."""
@@ -269,3 +273,35 @@ class Health:
             )
             ok = ok and passing == len(targets)
         return ok, checks + targets
+
+
+def log_change(change: Change) -> None:
+    """Say in the log that a target went up or down, or changed why it is down."""
+    if change.up:
+        message = "target up" if change.first else "target recovered"
+        logger.info(
+            message,
+            extra=logs.fields(
+                alias=change.alias,
+                target=change.target,
+                **({"was": change.previous_reason} if change.previous_reason else {}),
+            ),
+        )
+    elif change.first or change.previous_reason is None:
+        logger.warning(
+            "target down",
+            extra=logs.fields(
+                alias=change.alias, target=change.target, reason=change.reason, error=change.error
+            ),
+        )
+    else:
+        logger.warning(
+            "target still down, for another reason",
+            extra=logs.fields(
+                alias=change.alias,
+                target=change.target,
+                reason=change.reason,
+                was=change.previous_reason,
+                error=change.error,
+            ),
+        )

@@ -41,8 +41,10 @@ from prometheus_client.utils import floatToGoString
 
 import probe
 from probe.exposition import RenderedFamily
-from probe.milvus.channel import ConnectionLedger
-from probe.result import QUOTA_NONE, QUOTA_STATES, FailureReason, Phase, ProbeResult
+from probe.hub import TargetDiff
+from probe.probers import phases_of
+from probe.probers.ledger import ConnectionLedger
+from probe.result import QUOTA_NONE, QUOTA_STATES, FailureReason, ProbeResult
 from probe.targets import Target
 
 PREFIX = "milvus_probe"
@@ -107,14 +109,17 @@ _Row = tuple[str, tuple[tuple[str, str], ...], float]
 class _Series:
     """One target's numbers, and its exposition lines until the next change."""
 
-    def __init__(self, labels: tuple[str, ...], cycle: _Buckets, phase: _Buckets) -> None:
+    def __init__(
+        self, labels: tuple[str, ...], cycle: _Buckets, phase: _Buckets, phases: Iterable[str]
+    ) -> None:
         self.labels = dict(zip(TARGET_LABELS, labels, strict=True))
         self.prefix = ",".join(f'{k}="{_escape(v)}"' for k, v in self.labels.items())
         self.attempts = 0
         self.failures = dict.fromkeys(FailureReason, 0)
         self.success = 0
         self.duration = _Histogram(cycle)
-        self.phases = {p: _Histogram(phase) for p in Phase}
+        self.phase_buckets = phase
+        self.phases = {p: _Histogram(phase) for p in phases}
         self.last_success = 0.0
         self.missed = 0
         self.healthy: int | None = None
@@ -157,7 +162,7 @@ _FAMILIES = (
         "phase_duration_seconds",
         "histogram",
         "Time spent in each phase of a cycle.",
-        lambda s: [row for p, h in s.phases.items() for row in h.rows((("phase", p.value),))],
+        lambda s: [row for p, h in s.phases.items() for row in h.rows((("phase", str(p)),))],
     ),
     _Family(
         "last_success_timestamp_seconds",
@@ -348,9 +353,17 @@ class ProbeMetrics:
 
     def add_target(self, target: Target) -> None:
         """Create the target's series at 0."""
-        series = _Series(target.series_labels, self._cycle, self._phase)
+        series = _Series(target.series_labels, self._cycle, self._phase, phases_of(target.protocol))
         with self._lock:
             self._series[target.alias, target.address] = series
+
+    def follow(self, diff: TargetDiff) -> None:
+        """A hub listener: series for added targets (at 0), none for removed ones."""
+        for target in diff.removed:
+            self.remove_target(target.alias, target.address)
+        for target in diff.added:
+            self.add_target(target)
+        self.targets.set(len(diff.current))
 
     def remove_target(self, alias: str, address: str) -> None:
         """Remove every series of the target."""
@@ -366,7 +379,10 @@ class ProbeMetrics:
             s.attempts += 1
             s.duration.observe(result.duration)
             for phase, seconds in result.phases.items():
-                s.phases[phase].observe(seconds)
+                histogram = s.phases.get(phase)
+                if histogram is None:  # a phase its prober did not declare: count it anyway
+                    histogram = s.phases[phase] = _Histogram(s.phase_buckets)
+                histogram.observe(seconds)
             if result.success:
                 s.success = 1
                 s.last_success = result.started_at

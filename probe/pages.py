@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import probe
-from probe.config import format_duration
+from probe.config.values import format_duration
 from probe.health import Check, HistoryEntry, TargetState
-from probe.result import Phase, ProbeResult
+from probe.result import ProbeResult
 
 
 def _ms(seconds: float) -> str:
@@ -28,46 +28,21 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
 
-def _phase_note(result: ProbeResult, phase: Phase) -> str:
-    failed = result.failed_phase is phase
-    if phase is Phase.RESOLVE:
-        if failed:
-            return "FAILED"
-        return "→ " + ", ".join(result.addresses) if result.addresses else ""
-    if phase is Phase.CONNECT:
-        return "FAILED" if failed else "ready"
-    if phase is Phase.RPC:
-        method = "GetVersion" if result.rpc == "get_version" else "CheckHealth"
-        if failed:
-            return f"{method} FAILED"
-        if result.healthy is not None:
-            quota = ", ".join(result.quota_states or ()) or "none"
-            return f"{method}: isHealthy={str(result.healthy).lower()} quota_states={quota}"
-        return f"{method}: version={result.version}"
-    if phase is Phase.INFO:
-        calls = "Connect + GetVersion" if result.connect_called else "GetVersion"
-        if failed:
-            return f"{calls} FAILED"
-        notes = [calls + ":"]
-        if result.version:
-            notes.append(f"version={result.version}")
-        if result.server_info:
-            notes.append(f"deploy_mode={result.server_info.deploy_mode or '-'}")
-        if result.connect_called and not result.connect_supported:
-            notes.append("(server has no Connect RPC)")
-        return " ".join(notes)
-    return ""
+def _phase_note(result: ProbeResult, phase: str) -> str:
+    if result.facts is not None:
+        return result.facts.phase_note(result, phase)
+    return "FAILED" if result.failed_phase == phase else ""
 
 
 def trace_text(result: ProbeResult, state: TargetState | None = None) -> str:
     """A cycle as text, like blackbox_exporter's `debug=true`."""
     lines = [
-        f"Probe of alias={result.alias} target={result.target} rpc={result.rpc}",
+        f"Probe of alias={result.alias} target={result.target} rpc={result.method}",
         f"started   {_iso(result.started_at)}",
     ]
     for phase, seconds in result.phases.items():
         note = _phase_note(result, phase)
-        lines.append(f"{phase.value:<9} {_ms(seconds):>12}  {note}".rstrip())
+        lines.append(f"{phase:<9} {_ms(seconds):>12}  {note}".rstrip())
     lines.append(f"{'total':<9} {_ms(result.duration):>12}")
     if result.success:
         lines.append("result    success")

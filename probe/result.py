@@ -4,22 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
-
-
-class Phase(enum.StrEnum):
-    """The steps of a cycle, in the order they run."""
-
-    RESOLVE = "resolve"
-    """Name resolution (getaddrinfo), done by us so it can be timed and told apart."""
-    CONNECT = "connect"
-    """From channel creation until the connection can carry an RPC (TCP, TLS, HTTP/2)."""
-    RPC = "rpc"
-    """The probe RPC itself: CheckHealth (default) or GetVersion."""
-    INFO = "info"
-    """Milvus Connect and/or GetVersion; only in cycles where server info is due."""
-    CLOSE = "close"
-    """Closing the channel, which closes its connection."""
+from typing import Any, Protocol
 
 
 class FailureReason(enum.StrEnum):
@@ -87,61 +72,72 @@ class ServerInfo:
     deploy_mode: str = ""
 
 
+class Facts(Protocol):
+    """What one kind of prober learnt beyond the common fields (gRPC: the Connect
+    bookkeeping and gRPC status); flattened into `ProbeResult.to_dict()`."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def phase_note(self, result: ProbeResult, phase: str) -> str:
+        """What `phase` did, in words, for traces."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
-    """The outcome of one cycle against one target.
+    """The outcome of one cycle against one target, whatever kind of prober ran it.
 
-    `phases` holds the seconds spent in every phase that ran, in order; `duration` is
-    the whole cycle, close included. `error` is the (secret-free) error text for
-    humans; it never becomes a label.
+    `phases` holds the seconds spent in every phase that ran, in order, named by the
+    prober (gRPC: resolve, connect, rpc, info, close); `notes` says in words what each
+    phase did. `duration` is the whole cycle, close included. `error` is the
+    (secret-free) error text for humans; it never becomes a label.
     """
 
     alias: str
     target: str
-    rpc: RpcMethod
+    method: str
+    """What the probe asked (gRPC: check_health or get_version)."""
     started_at: float
     """Wall-clock time the cycle started (Unix seconds)."""
     duration: float
-    phases: dict[Phase, float]
+    phases: dict[str, float]
     success: bool
+    protocol: str = "grpc"
+    """The kind of prober that ran the cycle (probe.probers)."""
     reason: FailureReason | None = None
-    failed_phase: Phase | None = None
+    failed_phase: str | None = None
     error: str = ""
-    grpc_code: str | None = None
-    """gRPC status code name of the failing call, if a call failed."""
     status_code: int | None = None
-    """Milvus common.Status code of the failing answer, if Milvus answered with an error."""
+    """Milvus's status code in a failing answer, if Milvus answered with an error."""
     addresses: tuple[str, ...] = ()
     """Addresses the name resolved to (the ones dialled)."""
     healthy: bool | None = None
-    """CheckHealth's isHealthy; None when CheckHealth was not answered."""
+    """Whether Milvus says it is healthy; None when it was not asked or did not answer."""
     health_reasons: tuple[str, ...] = ()
     quota_states: tuple[str, ...] | None = None
-    """Quota state names from CheckHealth; None when CheckHealth was not answered."""
+    """Quota state names Milvus reported; None when it was not asked or did not answer."""
     version: str | None = None
-    """GetVersion's answer, when GetVersion ran."""
+    """The server's version, when the cycle asked for it."""
     server_info: ServerInfo | None = None
-    """Connect's server_info, when Connect ran and succeeded."""
-    connect_called: bool = False
-    """Whether this cycle called Milvus Connect (which registers a client for 24 h)."""
-    connect_supported: bool = True
-    """False when the server answered Connect with UNIMPLEMENTED (Milvus before 2.3)."""
-    extra: dict[str, str] = field(default_factory=dict)
+    """What the server said about its build, when the cycle asked."""
+    notes: dict[str, str] = field(default_factory=dict)
+    """Per phase: what it did, in words (for traces)."""
+    facts: Facts | None = None
+    """The prober kind's own facts."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, used by `/probe` and `check --output json`."""
-        return {
+        body = {
             "alias": self.alias,
             "target": self.target,
-            "rpc": str(self.rpc),
+            "rpc": self.method,
             "started_at": self.started_at,
             "success": self.success,
             "reason": str(self.reason) if self.reason else None,
-            "failed_phase": str(self.failed_phase) if self.failed_phase else None,
+            "failed_phase": self.failed_phase,
             "duration_seconds": self.duration,
-            "phases": {str(k): v for k, v in self.phases.items()},
+            "phases": dict(self.phases),
             "error": self.error,
-            "grpc_code": self.grpc_code,
             "status_code": self.status_code,
             "addresses": list(self.addresses),
             "healthy": self.healthy,
@@ -159,5 +155,7 @@ class ProbeResult:
                 if self.server_info
                 else None
             ),
-            "connect_called": self.connect_called,
         }
+        if self.facts is not None:
+            body.update(self.facts.to_dict())
+        return body

@@ -34,7 +34,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import probe
 from probe.logs import JsonFormatter, LogfmtFormatter
-from probe.result import FailureReason, Phase
+from probe.probers.grpc import Phase
+from probe.result import FailureReason
 from tests.conftest import DaemonFactory
 from tests.support import (
     Behaviour,

@@ -34,8 +34,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from probe.app import App
 from probe.health import TargetState
-from probe.prober import Prober
-from probe.result import FailureReason, Phase, ProbeResult
+from probe.probers import Probers
+from probe.probers.grpc import GrpcProber, Phase
+from probe.result import FailureReason, ProbeResult
 from tests.conftest import DaemonFactory
 from tests.faults import (
     HEALTHY,
@@ -396,7 +397,7 @@ def test_one_way_latency_lands_where_it_is_on_the_path(milvus: MilvusLite,
     d = 0.05
     fault = Fault(to_client_delay=d) if direction == "to_client" else Fault(to_server_delay=d)
     with FaultProxy(("127.0.0.1", milvus.port), fault) as proxy:
-        prober = Prober()
+        prober = GrpcProber()
         t = target(uri=proxy.address, **{"probe.timeout": "500ms", "probe.interval": "1s"})
         results = [prober.run(t) for _ in range(4)]
         wait_until(lambda: proxy.counts().active == 0, 5, "every connection closed")
@@ -450,7 +451,7 @@ def test_reset_mid_rpc_is_unavailable(rig: Callable[..., Rig]) -> None:
     r.set(PASS)
 
     for x in results:
-        assert (x.reason, x.failed_phase, x.grpc_code) == (
+        assert (x.reason, x.failed_phase, x.facts.grpc_code) == (
             FailureReason.UNAVAILABLE, Phase.RPC, "UNAVAILABLE"), x
         assert "reset by peer" in x.error.lower(), x.error
         assert x.phases[Phase.RPC] < r.faulty_timeout  # reported at once, not at the deadline
@@ -498,7 +499,7 @@ def test_never_answering_server_is_a_connect_timeout(rig: Callable[..., Rig]) ->
 
 def test_never_answering_server_sees_its_connections_closed_with_the_cycle() -> None:
     with FaultProxy(("127.0.0.1", free_port()), Fault(kind=Kind.BLACKHOLE)) as proxy:
-        prober = Prober(max_concurrent=1)
+        prober = Probers(max_concurrent=1)
         t = target(uri=proxy.address, **{"probe.timeout": "200ms", "probe.interval": "1s"})
         fds = open_fds()
         for cycle in range(1, 4):
@@ -526,7 +527,7 @@ def test_rpc_never_answered_is_an_rpc_timeout(rig: Callable[..., Rig]) -> None:
 
     spent = []
     for x in results:
-        assert (x.reason, x.failed_phase, x.grpc_code) == (
+        assert (x.reason, x.failed_phase, x.facts.grpc_code) == (
             FailureReason.TIMEOUT, Phase.RPC, "DEADLINE_EXCEEDED"), x
         spent.append(x.phases[Phase.RESOLVE] + x.phases[Phase.CONNECT] + x.phases[Phase.RPC])
         assert r.faulty_timeout - 0.005 <= spent[-1] < r.faulty_timeout + 0.15, x.phases
@@ -557,7 +558,7 @@ def test_slow_drip_within_and_past_the_deadline(rig: Callable[..., Rig]) -> None
         assert x.phases[Phase.RPC] >= 0.05, x.phases  # ≥ 50 bytes of answer, 1 ms each
     assert statistics.median(x.phases[Phase.CONNECT] for x in slow) < 0.05, slow
     for x in past:
-        assert (x.reason, x.failed_phase, x.grpc_code) == (
+        assert (x.reason, x.failed_phase, x.facts.grpc_code) == (
             FailureReason.TIMEOUT, Phase.RPC, "DEADLINE_EXCEEDED"), x
         assert x.duration < r.faulty_timeout + 0.15
     assert statistics.median(x.duration for x in past) < r.faulty_timeout + 0.03, past
@@ -747,8 +748,8 @@ def test_server_error_text_does_not_pick_a_connection_reason(
 
     with RawMilvusDouble() as double:
         double.abort = (grpc.StatusCode[code], details)
-        result = Prober().run(target(uri=double.address))
-    assert result.failed_phase is Phase.RPC and result.grpc_code == code
+        result = GrpcProber().run(target(uri=double.address))
+    assert result.failed_phase is Phase.RPC and result.facts.grpc_code == code
     assert details in result.error
     assert result.reason is reason, f"{details!r} classified as {result.reason}"
 

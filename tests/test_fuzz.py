@@ -34,7 +34,8 @@ from hypothesis.control import currently_in_test_context
 
 import probe.cli
 from probe.app import App
-from probe.config import CONNECTION_OPTIONS, OPTIONS, ConfigError, Sources, _printable, load
+from probe.config import CONNECTION_OPTIONS, OPTIONS, ConfigError, Sources, load
+from probe.config.issues import printable
 from tests.support import MilvusDouble, free_port, wait_until
 
 TOKEN = "root:S3cr3t-Tok3n-xyzzy"
@@ -88,7 +89,7 @@ _FLAG_WHERE = re.compile(r"--[a-z][a-z0-9.-]*")
 
 def _names_a_source(where: str, config_file: str | None) -> bool:
     # Control characters in a file name are shown escaped (one line per problem).
-    if config_file and (where.startswith(config_file) or where.startswith(_printable(config_file))):
+    if config_file and (where.startswith(config_file) or where.startswith(printable(config_file))):
         return True  # `file: targets[0].uri`, `file:3:2`, or the file itself
     return bool(
         _ENV_WHERE.fullmatch(where)

@@ -27,8 +27,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from probe.exposition import metrics_app
 from probe.exposition import render as render_chunks
 from probe.metrics import ProbeMetrics, latency_buckets
-from probe.milvus.channel import ConnectionLedger
-from probe.result import FailureReason, Phase, ProbeResult, RpcMethod, ServerInfo
+from probe.probers.grpc import Phase
+from probe.probers.ledger import ConnectionLedger
+from probe.result import FailureReason, ProbeResult, RpcMethod, ServerInfo
 from tests.support import target
 
 
@@ -48,7 +49,7 @@ def result(alias: str, address: str, duration: float, **fields: Any) -> ProbeRes
     values: dict[str, Any] = {
         "alias": alias,
         "target": address,
-        "rpc": RpcMethod.CHECK_HEALTH,
+        "method": RpcMethod.CHECK_HEALTH.value,
         "started_at": time.time(),
         "duration": duration,
         "phases": {p: duration / len(Phase) for p in Phase},

@@ -267,7 +267,7 @@ def test_flamegraph_renders_in_chromium_without_network(
     assert not _png_is_blank(shot)
     # What the page fetched from us: our own request log, one line per request served.
     served = [r.getMessage() for r in caplog.records
-              if r.name == "probe.web" and r.getMessage().startswith("http ")]
+              if r.name == "probe.web.server" and r.getMessage().startswith("http ")]
     assert len(served) == 2, served  # our fetch above, and Chromium's page load: no assets
     # And from anywhere else: the net log, less the browser's own update/account services.
     urls = {str(event["params"]["url"]) for event in _netlog_events(netlog)  # type: ignore[index]

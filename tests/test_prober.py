@@ -6,9 +6,10 @@ import statistics
 
 import pytest
 
-from probe.milvus.channel import ConnectionLedger
-from probe.prober import InfoMode, Prober
-from probe.result import FailureReason, Phase
+from probe.probers import InfoMode
+from probe.probers.grpc import GrpcProber, Phase
+from probe.probers.ledger import ConnectionLedger
+from probe.result import FailureReason
 from tests.support import (
     Behaviour,
     Certs,
@@ -23,7 +24,7 @@ from tests.support import (
 
 
 def test_real_milvus_answers_with_version_and_server_info(milvus: MilvusLite) -> None:
-    result = Prober().run(target(uri=milvus.address), InfoMode.FULL)
+    result = GrpcProber().run(target(uri=milvus.address), InfoMode.FULL)
     assert result.success, result.error
     assert result.healthy is True
     assert result.quota_states == ()
@@ -34,7 +35,7 @@ def test_real_milvus_answers_with_version_and_server_info(milvus: MilvusLite) ->
 
 
 def test_get_version_rpc(milvus: MilvusLite) -> None:
-    result = Prober().run(target(uri=milvus.address, **{"probe.rpc": "get_version"}))
+    result = GrpcProber().run(target(uri=milvus.address, **{"probe.rpc": "get_version"}))
     assert result.success and result.version == "milvus_lite-3.2.2"
     assert result.healthy is None  # GetVersion says nothing about health
 
@@ -43,7 +44,7 @@ def test_every_cycle_opens_and_closes_its_own_connection(milvus: MilvusLite) -> 
     """Server-side evidence: N cycles → N accepted TCP connections, all closed by us."""
     proxy = CountingProxy(("127.0.0.1", milvus.port))
     ledger = ConnectionLedger()
-    prober = Prober(ledger=ledger)
+    prober = GrpcProber(ledger=ledger)
     t = target(uri=proxy.address)
     cycles = 30
     try:
@@ -65,7 +66,7 @@ def test_injected_rpc_delay_shows_in_rpc_phase_not_connect() -> None:
     # bounds can be loose and still tell "in rpc" from "in connect".
     delay = 0.3
     with milvus_double(Behaviour(check_health_delay=delay)) as double:
-        results = [Prober().run(target(uri=double.address)) for _ in range(5)]
+        results = [GrpcProber().run(target(uri=double.address)) for _ in range(5)]
     assert all(r.success for r in results)
     rpc = statistics.median(r.phases[Phase.RPC] for r in results)
     connect = statistics.median(r.phases[Phase.CONNECT] for r in results)
@@ -77,7 +78,7 @@ def test_connect_phase_carries_network_latency(milvus: MilvusLite) -> None:
     """Latency on the path (server → client bytes held back) lands in connect, before the RPC."""
     proxy = CountingProxy(("127.0.0.1", milvus.port), delay=0.03)
     try:
-        result = Prober().run(target(uri=proxy.address))
+        result = GrpcProber().run(target(uri=proxy.address))
     finally:
         proxy.stop()
     assert result.success
@@ -86,13 +87,13 @@ def test_connect_phase_carries_network_latency(milvus: MilvusLite) -> None:
 
 
 def test_refused() -> None:
-    result = Prober().run(target(uri=f"127.0.0.1:{free_port()}"))
+    result = GrpcProber().run(target(uri=f"127.0.0.1:{free_port()}"))
     assert (result.reason, result.failed_phase) == (FailureReason.REFUSED, Phase.CONNECT)
     assert "Connection refused" in result.error
 
 
 def test_dns() -> None:
-    result = Prober().run(target(uri="no-such-host.invalid:19530"))
+    result = GrpcProber().run(target(uri="no-such-host.invalid:19530"))
     assert (result.reason, result.failed_phase) == (FailureReason.DNS, Phase.RESOLVE)
     assert Phase.CONNECT not in result.phases  # nothing was dialled
 
@@ -100,7 +101,7 @@ def test_dns() -> None:
 def test_timeout_when_server_accepts_and_never_answers() -> None:
     silent = SilentServer()
     try:
-        result = Prober().run(
+        result = GrpcProber().run(
             target(
                 uri=f"127.0.0.1:{silent.port}", **{"probe.timeout": "300ms", "probe.interval": "1s"}
             )
@@ -113,21 +114,21 @@ def test_timeout_when_server_accepts_and_never_answers() -> None:
 
 def test_timeout_when_rpc_is_slower_than_the_deadline() -> None:
     with milvus_double(Behaviour(check_health_delay=0.5)) as double:
-        result = Prober().run(
+        result = GrpcProber().run(
             target(uri=double.address, **{"probe.timeout": "200ms", "probe.interval": "1s"})
         )
     assert (result.reason, result.failed_phase) == (FailureReason.TIMEOUT, Phase.RPC)
-    assert result.grpc_code == "DEADLINE_EXCEEDED"
+    assert result.facts.grpc_code == "DEADLINE_EXCEEDED"
 
 
 def test_unauthenticated_and_the_metadata_sent() -> None:
     with milvus_double(Behaviour(token="root:Milvus")) as double:
-        bad = Prober().run(target(uri=double.address, token="root:wrong"))
-        good = Prober().run(
+        bad = GrpcProber().run(target(uri=double.address, token="root:wrong"))
+        good = GrpcProber().run(
             target(uri=double.address, user="root", password="Milvus", db_name="default"),
             InfoMode.FULL,
         )
-        api_key = Prober().run(target(uri=double.address, token="root:Milvus"))
+        api_key = GrpcProber().run(target(uri=double.address, token="root:Milvus"))
         calls = list(double.calls)
         connect = double.connect_requests[-1]
     assert bad.reason is FailureReason.UNAUTHENTICATED
@@ -143,21 +144,21 @@ def test_unauthenticated_and_the_metadata_sent() -> None:
 
 def test_db_not_found_comes_from_connect() -> None:
     with milvus_double() as double:
-        result = Prober().run(target(uri=double.address, db_name="nope"), InfoMode.FULL)
+        result = GrpcProber().run(target(uri=double.address, db_name="nope"), InfoMode.FULL)
     assert (result.reason, result.failed_phase) == (FailureReason.DB_NOT_FOUND, Phase.INFO)
     assert result.status_code == 800
 
 
 def test_not_ready_status() -> None:
     with milvus_double(Behaviour(status_code=1)) as double:
-        result = Prober().run(target(uri=double.address))
+        result = GrpcProber().run(target(uri=double.address))
     assert (result.reason, result.failed_phase) == (FailureReason.NOT_READY, Phase.RPC)
 
 
 def test_unhealthy_keeps_reasons_and_quota_states() -> None:
     behaviour = Behaviour(healthy=False, reasons=["querynode 3 is down"], quota_states=[4, 5])
     with milvus_double(behaviour) as double:
-        result = Prober().run(target(uri=double.address))
+        result = GrpcProber().run(target(uri=double.address))
     assert result.reason is FailureReason.UNHEALTHY
     assert result.health_reasons == ("querynode 3 is down",)
     assert result.quota_states == ("DenyToRead", "DenyToWrite")
@@ -166,19 +167,19 @@ def test_unhealthy_keeps_reasons_and_quota_states() -> None:
 
 def test_unimplemented_when_the_port_is_not_milvus() -> None:
     with milvus_double(services=False) as double:
-        result = Prober().run(target(uri=double.address))
+        result = GrpcProber().run(target(uri=double.address))
     assert (result.reason, result.failed_phase) == (FailureReason.UNIMPLEMENTED, Phase.RPC)
 
 
 def test_tls_untrusted_server_certificate(certs: Certs) -> None:
     with milvus_double(tls=certs.server_credentials()) as double:
-        untrusted = Prober().run(
+        untrusted = GrpcProber().run(
             target(uri=f"https://localhost:{double.port}", server_pem_path=str(certs.other_ca))
         )
-        trusted = Prober().run(
+        trusted = GrpcProber().run(
             target(uri=f"https://localhost:{double.port}", server_pem_path=str(certs.ca))
         )
-        plaintext = Prober().run(target(uri=f"localhost:{double.port}"))
+        plaintext = GrpcProber().run(target(uri=f"localhost:{double.port}"))
     assert (untrusted.reason, untrusted.failed_phase) == (FailureReason.TLS, Phase.CONNECT)
     assert trusted.success, trusted.error
     assert plaintext.reason is FailureReason.UNAVAILABLE  # a plaintext client on a TLS port
@@ -186,7 +187,7 @@ def test_tls_untrusted_server_certificate(certs: Certs) -> None:
 
 def test_tls_wrong_server_name(certs: Certs) -> None:
     with milvus_double(tls=certs.server_credentials()) as double:
-        result = Prober().run(
+        result = GrpcProber().run(
             target(
                 uri=f"https://localhost:{double.port}",
                 server_pem_path=str(certs.ca),
@@ -198,14 +199,14 @@ def test_tls_wrong_server_name(certs: Certs) -> None:
 
 def test_tls_client_to_plaintext_port() -> None:
     with milvus_double() as double:
-        result = Prober().run(target(uri=f"https://127.0.0.1:{double.port}"))
+        result = GrpcProber().run(target(uri=f"https://127.0.0.1:{double.port}"))
     assert result.reason is FailureReason.TLS
 
 
 def test_mutual_tls(certs: Certs) -> None:
     with milvus_double(tls=certs.server_credentials(mutual=True)) as double:
         uri = f"https://localhost:{double.port}"
-        good = Prober().run(
+        good = GrpcProber().run(
             target(
                 uri=uri,
                 ca_pem_path=str(certs.ca),
@@ -213,7 +214,7 @@ def test_mutual_tls(certs: Certs) -> None:
                 client_key_path=str(certs.client_key),
             )
         )
-        no_client_cert = Prober().run(target(uri=uri, ca_pem_path=str(certs.ca)))
+        no_client_cert = GrpcProber().run(target(uri=uri, ca_pem_path=str(certs.ca)))
     assert good.success, good.error
     assert no_client_cert.reason is FailureReason.TLS
 
@@ -223,9 +224,9 @@ def test_token_file_is_reread_when_it_changes(tmp_path: pytest.TempPathFactory) 
     token_file.write_text("root:old\n")
     with milvus_double(Behaviour(token="root:new")) as double:
         t = target(uri=double.address, token_file=str(token_file))
-        before = Prober().run(t)
+        before = GrpcProber().run(t)
         token_file.write_text("root:new\n")
-        after = Prober().run(t)
+        after = GrpcProber().run(t)
     assert before.reason is FailureReason.UNAUTHENTICATED
     assert after.success
 
@@ -237,7 +238,7 @@ def test_shutdown_cancels_a_cycle_in_flight() -> None:
     import time
 
     silent = SilentServer()
-    prober = Prober()
+    prober = GrpcProber()
     results = []
     t = target(uri=f"127.0.0.1:{silent.port}", **{"probe.timeout": "5s", "probe.interval": "10s"})
     worker = threading.Thread(target=lambda: results.append(prober.run(t)))
@@ -256,7 +257,7 @@ def test_shutdown_cancels_a_cycle_in_flight() -> None:
 def test_connect_unimplemented_is_not_a_failure() -> None:
     """Milvus before 2.3 has no Connect RPC; the cycle still succeeds."""
     with milvus_double(connect=False) as double:
-        result = Prober().run(target(uri=double.address), InfoMode.FULL)
+        result = GrpcProber().run(target(uri=double.address), InfoMode.FULL)
     assert result.success, result.error
-    assert result.connect_called and not result.connect_supported
+    assert result.facts.connect_called and not result.facts.connect_supported
     assert result.version == "v2.5.0-double"

@@ -21,12 +21,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
-from grpc._cython import cygrpc
 
 import probe
+from probe.milvus import grpcio
 from probe.targets import Target
 
 
@@ -108,68 +109,6 @@ def channel_options(target: Target) -> list[tuple[str, str | int]]:
     return options
 
 
-@dataclass
-class _Counts:
-    opened: int = 0
-    closed: int = 0
-
-
-@dataclass
-class ConnectionLedger:
-    """Every channel we open and close, per target, and the ones open right now.
-
-    `open_channels` lets shutdown close whatever is still in flight; the counts feed
-    `milvus_probe_connections_{opened,closed}_total` and `open_connections` at scrape time.
-    Each open channel remembers the counts it was opened under, so a cycle that ends
-    after its target was forgotten (and perhaps added back) never skews the new counts.
-    """
-
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _counts: dict[tuple[str, str], _Counts] = field(default_factory=dict)
-    _open: dict[grpc.Channel, _Counts] = field(default_factory=dict)
-    _closing: bool = False
-
-    def opened(self, key: tuple[str, str], channel: grpc.Channel) -> bool:
-        """Record a new channel; False (and the channel closed) while shutting down."""
-        with self._lock:
-            if self._closing:
-                channel.close()
-                return False
-            counts = self._counts.setdefault(key, _Counts())
-            counts.opened += 1
-            self._open[channel] = counts
-            return True
-
-    def closed(self, channel: grpc.Channel) -> None:
-        with self._lock:
-            counts = self._open.pop(channel, None)
-            if counts is not None:
-                counts.closed += 1
-
-    def snapshot(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """(opened, closed) per (alias, target)."""
-        with self._lock:
-            return {k: (c.opened, c.closed) for k, c in self._counts.items()}
-
-    def open_count(self) -> int:
-        with self._lock:
-            return len(self._open)
-
-    def forget(self, key: tuple[str, str]) -> None:
-        """Drop a removed target's counts (its series are gone too)."""
-        with self._lock:
-            self._counts.pop(key, None)
-
-    def close_all(self) -> int:
-        """Close every open channel (cancelling their RPCs) and refuse new ones."""
-        with self._lock:
-            self._closing = True
-            channels = list(self._open)
-        for channel in channels:
-            channel.close()
-        return len(channels)
-
-
 class ChannelFactory:
     """Builds fresh channels for targets; TLS files are re-read when they change."""
 
@@ -224,11 +163,13 @@ _WATCH_SLICE = 0.25
 so this bounds only how late we notice a channel closed by shutdown (which does not
 wake the watch), never a measurement."""
 
-_DONE_STATES = {
-    cygrpc.ConnectivityState.ready: ChannelState.READY,
-    cygrpc.ConnectivityState.transient_failure: ChannelState.FAILED,
-    cygrpc.ConnectivityState.shutdown: ChannelState.CLOSED,
-}
+_DONE_STATES: dict[Any, ChannelState] = dict(
+    zip(
+        grpcio.connectivity_states(),
+        (ChannelState.READY, ChannelState.FAILED, ChannelState.CLOSED),
+        strict=True,
+    )
+)
 
 
 def wait_until_ready(
@@ -239,15 +180,14 @@ def wait_until_ready(
     `deadline` is on `clock`, a monotonic clock. Uses the channel's own
     connectivity watch (what `channel-ready future` uses, minus its polling thread).
     """
-    core = channel._channel  # grpc._channel.Channel's cygrpc.Channel
     try:
-        state = core.check_connectivity_state(True)
+        state = grpcio.check_state(channel, True)
         while state not in _DONE_STATES:
             remaining = deadline - clock()
             if remaining <= 0:
                 return ChannelState.TIMEOUT
-            core.watch_connectivity_state(state, time.time() + min(remaining, _WATCH_SLICE))
-            state = core.check_connectivity_state(False)
+            grpcio.watch_state(channel, state, time.time() + min(remaining, _WATCH_SLICE))
+            state = grpcio.check_state(channel, False)
     except ValueError:  # "Channel closed!"
         return ChannelState.CLOSED
     return _DONE_STATES[state]

@@ -11,6 +11,7 @@ import grpc
 from google.protobuf.message import Message
 
 import probe
+from probe.milvus import grpcio
 from probe.milvus import wire_pb2 as wire
 
 SERVICE = "milvus.proto.milvus.MilvusService"
@@ -45,11 +46,8 @@ def _call(
     md: Metadata,
 ) -> _Response:
     """A fail-fast unary call: the caller has already waited for the channel to be ready."""
-    stub = channel.unary_unary(
-        path,
-        request_serializer=type(request).SerializeToString,
-        response_deserializer=response_type.FromString,
-        _registered_method=False,
+    stub = grpcio.unary_unary(
+        channel, path, type(request).SerializeToString, response_type.FromString
     )
     response: _Response = stub(request, timeout=timeout, metadata=md, wait_for_ready=False)
     return response

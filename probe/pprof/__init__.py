@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from probe.config import ProfilingSettings
+from probe.config.settings import ProfilingSettings
 from probe.pprof import views
 from probe.pprof.builder import ProfileBuilder, current_stacks
 from probe.pprof.heap import HeapTracer, heap_profile
 from probe.pprof.sampler import Mode, sample, threads
-from probe.web import BadRequest, Environ, StartResponse, query, respond
+from probe.web.wsgi import BadRequest, Environ, StartResponse, query, respond
 
 PREFIX = "/debug/pprof"
 

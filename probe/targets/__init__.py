@@ -58,11 +58,21 @@ class Target:
     """Pod behind a discovered endpoint ("" for the Service's own address)."""
     regarding: ObjectRef | None = field(default=None, compare=False)
     """The Kubernetes object Events about this target are attached to."""
+    protocol: str = "grpc"
+    """Which kind of prober runs its cycles (probe.probers.KINDS)."""
+    generation: int = field(default=0, compare=False)
+    """Stamped by the hub when the target enters its table; a result carrying an older
+    generation than the table's belongs to a target that was removed or replaced."""
 
     @property
     def series_labels(self) -> tuple[str, str, str, str, str]:
         """Label values of the target's series: alias, target, namespace, service, pod."""
         return self.alias, self.address, self.namespace, self.service, self.pod
+
+    @property
+    def series_key(self) -> tuple[str, ...]:
+        """What names the target's series: a change here is a new target (new series)."""
+        return (*self.series_labels, self.protocol, self.rpc.value)
 
     @property
     def address(self) -> str:

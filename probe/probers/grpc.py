@@ -1,6 +1,8 @@
-"""One probe cycle: resolve → connect → RPC → (server info) → close, timed and classified.
+"""The gRPC prober: resolve → connect → RPC → (server info) → close, timed and classified.
 
-The prober knows nothing of metrics, schedules or HTTP: it returns a `ProbeResult`.
+Also home of the Connect-interval policy: Milvus Connect registers the caller as a
+client in the proxy for 24 h (at most 10,000, oldest purged), so scheduled cycles call it
+on the first success and then once per `connect_interval` only.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -19,117 +22,110 @@ from probe.milvus.auth import SecretFileError
 from probe.milvus.channel import (
     ChannelFactory,
     ChannelState,
-    ConnectionLedger,
     ResolveError,
     resolve,
     wait_until_ready,
 )
+from probe.probers import ERROR_TEXT_LIMIT, Failed, InfoMode
+from probe.probers.ledger import ConnectionLedger
+from probe.probers.reasons import classify_rpc_error, classify_status
 from probe.result import (
     QUOTA_STATES,
     FailureReason,
-    Phase,
     ProbeResult,
     RpcMethod,
     ServerInfo,
 )
 from probe.targets import Target
 
-ERROR_TEXT_LIMIT = 2048
-"""Error texts are cut to this many characters (a hostile server could send megabytes)."""
+
+class Phase(enum.StrEnum):
+    """The steps of a gRPC cycle, in the order they run."""
+
+    RESOLVE = "resolve"
+    """Name resolution (getaddrinfo), done by us so it can be timed and told apart."""
+    CONNECT = "connect"
+    """From channel creation until the connection can carry an RPC (TCP, TLS, HTTP/2)."""
+    RPC = "rpc"
+    """The probe RPC itself: CheckHealth (default) or GetVersion."""
+    INFO = "info"
+    """Milvus Connect and/or GetVersion; only in cycles where server info is due."""
+    CLOSE = "close"
+    """Closing the channel, which closes its connection."""
 
 
-class InfoMode(enum.Enum):
-    """What the `info` phase asks, in cycles that have one."""
+@dataclass(frozen=True, slots=True)
+class GrpcFacts:
+    """What a gRPC cycle learnt beyond the common fields."""
 
-    NONE = "none"
-    VERSION = "version"
-    """GetVersion only: no side effect on the server."""
-    FULL = "full"
-    """Connect (checks the database, registers the client for 24 h) and GetVersion."""
+    rpc: RpcMethod
+    grpc_code: str | None = None
+    """gRPC status code name of the failing call, if a call failed."""
+    connect_called: bool = False
+    """Whether this cycle called Milvus Connect (which registers a client for 24 h)."""
+    connect_supported: bool = True
+    """False when the server answered Connect with UNIMPLEMENTED (Milvus before 2.3)."""
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"grpc_code": self.grpc_code, "connect_called": self.connect_called}
 
-class SlotsBusy(Exception):
-    """Every connection slot stayed busy for as long as the caller would wait."""
-
-
-# Milvus common.Status codes (REFERENCE.md §1) → reasons.
-STATUS_REASONS: dict[int, FailureReason] = {
-    1: FailureReason.NOT_READY,
-    2: FailureReason.UNAVAILABLE,
-    10: FailureReason.UNIMPLEMENTED,
-    800: FailureReason.DB_NOT_FOUND,
-    1400: FailureReason.UNAUTHENTICATED,
-    1401: FailureReason.PERMISSION_DENIED,
-}
-
-_GRPC_REASONS: dict[grpc.StatusCode, FailureReason] = {
-    grpc.StatusCode.DEADLINE_EXCEEDED: FailureReason.TIMEOUT,
-    grpc.StatusCode.UNAUTHENTICATED: FailureReason.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED: FailureReason.PERMISSION_DENIED,
-    grpc.StatusCode.UNIMPLEMENTED: FailureReason.UNIMPLEMENTED,
-}
-
-# Substrings of grpcio's UNAVAILABLE details, measured per failure (REFERENCE.md §2).
-_DETAIL_REASONS: tuple[tuple[tuple[str, ...], FailureReason], ...] = (
-    (("connection refused",), FailureReason.REFUSED),
-    (("errors resolving", "domain name not found", "dns resolution"), FailureReason.DNS),
-    (
-        (
-            "certificate_verify_failed",
-            "hostname verification",
-            "wrong_version_number",
-            "ssl",
-            "tls",
-            "handshake",
-            "certificate",
-        ),
-        FailureReason.TLS,
-    ),
-    (("failed parsing http/2", "http2 error", "unexpected http"), FailureReason.UNIMPLEMENTED),
-    (("timed out", "timeout"), FailureReason.TIMEOUT),
-)
+    def phase_note(self, result: ProbeResult, phase: str) -> str:
+        """What `phase` did, in words, for traces."""
+        failed = result.failed_phase == phase
+        if phase == Phase.RESOLVE:
+            if failed:
+                return "FAILED"
+            return "→ " + ", ".join(result.addresses) if result.addresses else ""
+        if phase == Phase.CONNECT:
+            return "FAILED" if failed else "ready"
+        if phase == Phase.RPC:
+            method = "GetVersion" if self.rpc is RpcMethod.GET_VERSION else "CheckHealth"
+            if failed:
+                return f"{method} FAILED"
+            if result.healthy is not None:
+                quota = ", ".join(result.quota_states or ()) or "none"
+                return f"{method}: isHealthy={str(result.healthy).lower()} quota_states={quota}"
+            return f"{method}: version={result.version}"
+        if phase == Phase.INFO:
+            calls = "Connect + GetVersion" if self.connect_called else "GetVersion"
+            if failed:
+                return f"{calls} FAILED"
+            notes = [calls + ":"]
+            if result.version:
+                notes.append(f"version={result.version}")
+            if result.server_info:
+                notes.append(f"deploy_mode={result.server_info.deploy_mode or '-'}")
+            if self.connect_called and not self.connect_supported:
+                notes.append("(server has no Connect RPC)")
+            return " ".join(notes)
+        return ""
 
 
-def classify_rpc_error(
-    code: grpc.StatusCode | None, details: str, *, connecting: bool, secure: bool
-) -> FailureReason:
-    """The reason for a failed call; `connecting` when no connection was ever usable."""
-    if code in _GRPC_REASONS:
-        return _GRPC_REASONS[code]
-    if connecting and code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
-        # Only a failed connection attempt describes our path to the server. On a working
-        # connection the text is Milvus talking about its own parts ("querynode: dial tcp:
-        # connection refused"), which must not pass for our refused/dns/tls.
-        text = details.lower()
-        for needles, reason in _DETAIL_REASONS:
-            if any(n in text for n in needles):
-                return reason
-        if (
-            secure
-            and connecting
-            and any(n in text for n in ("socket closed", "unwrap failed", "tsi_data_corrupted"))
-        ):
-            # The server dropped us during the TLS handshake: mutual TLS without a
-            # client certificate, or one it does not trust. With TLS 1.3 the client has
-            # finished its side first, so grpcio says "Unwrap failed (TSI_DATA_CORRUPTED)".
-            return FailureReason.TLS
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return FailureReason.UNAVAILABLE
-    return FailureReason.ERROR
+class ConnectPolicy:
+    """When a scheduled cycle calls Connect: until one succeeds, then once per interval.
 
+    Connect registered us (or doesn't exist) even if a later step of its cycle failed:
+    calling it again before `connect_interval` would register again.
+    """
 
-def classify_status(status: wire.Status) -> FailureReason | None:
-    """The reason for a Milvus error answer, or None when the Status says success."""
-    if status.code == 0 and status.error_code == 0:
-        return None
-    if status.code in STATUS_REASONS:
-        return STATUS_REASONS[status.code]
-    text = status.reason.lower()
-    if "database" in text and "not" in text and "exist" in text or "database not found" in text:
-        return FailureReason.DB_NOT_FOUND
-    if "not ready" in text:
-        return FailureReason.NOT_READY
-    return FailureReason.ERROR
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._connected_at: dict[tuple[str, str], float] = {}
+
+    def due(self, target: Target) -> bool:
+        with self._lock:
+            last = self._connected_at.get((target.alias, target.address))
+        return last is None or self._clock() - last >= target.connect_interval
+
+    def record(self, target: Target, facts: GrpcFacts, server_info: ServerInfo | None) -> None:
+        if facts.connect_called and (server_info is not None or not facts.connect_supported):
+            with self._lock:
+                self._connected_at[target.alias, target.address] = self._clock()
+
+    def forget(self, target: Target) -> None:
+        with self._lock:
+            self._connected_at.pop((target.alias, target.address), None)
 
 
 def _raise_for_status(method: str, status: wire.Status, phase: Phase) -> None:
@@ -138,7 +134,7 @@ def _raise_for_status(method: str, status: wire.Status, phase: Phase) -> None:
     if reason is not None:
         code = status.code or status.error_code
         text = f"Milvus answered {method} with code {code}: {status.reason or status.detail}"
-        raise _Failed(reason, phase, text, status_code=code)
+        raise Failed(reason, phase, text, status_code=code)
 
 
 def _redacted_info(info: ServerInfo | None, redact: Callable[[str], str]) -> ServerInfo | None:
@@ -147,25 +143,11 @@ def _redacted_info(info: ServerInfo | None, redact: Callable[[str], str]) -> Ser
     return ServerInfo(*(redact(getattr(info, f)) for f in ServerInfo.__dataclass_fields__))
 
 
-class _Failed(Exception):
-    def __init__(
-        self,
-        reason: FailureReason,
-        phase: Phase,
-        error: str,
-        grpc_code: str | None = None,
-        status_code: int | None = None,
-    ) -> None:
-        super().__init__(error)
-        self.reason, self.phase, self.error = reason, phase, error
-        self.grpc_code, self.status_code = grpc_code, status_code
-
-
 @dataclass
 class _Cycle:
     """What a cycle has seen so far; becomes the ProbeResult."""
 
-    phases: dict[Phase, float] = field(default_factory=dict)
+    phases: dict[str, float] = field(default_factory=dict)
     addresses: tuple[str, ...] = ()
     healthy: bool | None = None
     health_reasons: tuple[str, ...] = ()
@@ -176,61 +158,66 @@ class _Cycle:
     connect_supported: bool = True
 
 
-class Prober:
-    """Runs cycles against targets. Thread-safe; one instance serves every target."""
+class GrpcProber:
+    """Runs gRPC cycles against targets. Thread-safe; one instance serves every target."""
+
+    phases = tuple(Phase)
 
     def __init__(
         self,
         *,
-        max_concurrent: int = 64,
         factory: ChannelFactory | None = None,
         ledger: ConnectionLedger | None = None,
+        connect_policy: ConnectPolicy | None = None,
         clock: Callable[[], float] = time.perf_counter,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.factory = factory or ChannelFactory()
         self.ledger = ledger or ConnectionLedger()
-        self.max_concurrent = max_concurrent
-        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self.connect_policy = connect_policy or ConnectPolicy()
         self._clock = clock
         self._wall = wall
 
-    def run(
-        self, target: Target, info: InfoMode = InfoMode.NONE, slot_timeout: float | None = None
-    ) -> ProbeResult:
-        """One cycle. Waits for a connection slot (raising SlotsBusy after `slot_timeout`)."""
-        if not self._slots.acquire(timeout=slot_timeout):
-            raise SlotsBusy(f"all {self.max_concurrent} connection slots are busy")
-        try:
-            return self._run(target, info)
-        finally:
-            self._slots.release()
+    def forget(self, target: Target) -> None:
+        self.factory.forget(target)
+        self.connect_policy.forget(target)
 
-    def _run(self, target: Target, info: InfoMode) -> ProbeResult:
+    def run(self, target: Target, info: InfoMode = InfoMode.NONE) -> ProbeResult:
+        """One cycle; never raises."""
+        if info is InfoMode.SCHEDULED:
+            info = InfoMode.FULL if self.connect_policy.due(target) else InfoMode.NONE
         clock = self._clock
         started_at = self._wall()
         start = clock()
         deadline = start + target.timeout
         cycle = _Cycle()
-        failure: _Failed | None = None
+        failure: Failed | None = None
         try:
             self._cycle(target, info, cycle, deadline)
-        except _Failed as failed:
+        except Failed as failed:
             failure = failed
         duration = clock() - start
         redact = target.redact
+        facts = GrpcFacts(
+            rpc=target.rpc,
+            grpc_code=failure.code if failure else None,
+            connect_called=cycle.connect_called,
+            connect_supported=cycle.connect_supported,
+        )
+        server_info = _redacted_info(cycle.server_info, redact)
+        self.connect_policy.record(target, facts, server_info)
         return ProbeResult(
             alias=target.alias,
             target=target.address,
-            rpc=target.rpc,
+            method=target.rpc.value,
             started_at=started_at,
             duration=duration,
             phases=cycle.phases,
             success=failure is None,
+            protocol="grpc",
             reason=failure.reason if failure else None,
             failed_phase=failure.phase if failure else None,
             error=redact(failure.error)[:ERROR_TEXT_LIMIT] if failure else "",
-            grpc_code=failure.grpc_code if failure else None,
             status_code=failure.status_code if failure else None,
             addresses=cycle.addresses,
             healthy=cycle.healthy,
@@ -239,9 +226,8 @@ class Prober:
             health_reasons=tuple(redact(r) for r in cycle.health_reasons),
             quota_states=cycle.quota_states,
             version=redact(cycle.version) if cycle.version is not None else None,
-            server_info=_redacted_info(cycle.server_info, redact),
-            connect_called=cycle.connect_called,
-            connect_supported=cycle.connect_supported,
+            server_info=server_info,
+            facts=facts,
         )
 
     def _cycle(self, target: Target, info: InfoMode, cycle: _Cycle, deadline: float) -> None:
@@ -249,7 +235,7 @@ class Prober:
         try:
             authorization = target.credentials.authorization() if target.credentials else None
         except SecretFileError as exc:
-            raise _Failed(FailureReason.ERROR, Phase.RESOLVE, str(exc)) from None
+            raise Failed(FailureReason.ERROR, Phase.RESOLVE, str(exc)) from None
         md = client.metadata(authorization, target.db_name)
 
         t = clock()
@@ -257,11 +243,11 @@ class Prober:
             grpc_target, addresses = resolve(target.host, target.port)
         except ResolveError as exc:
             cycle.phases[Phase.RESOLVE] = clock() - t
-            raise _Failed(FailureReason.DNS, Phase.RESOLVE, str(exc)) from None
+            raise Failed(FailureReason.DNS, Phase.RESOLVE, str(exc)) from None
         cycle.phases[Phase.RESOLVE] = clock() - t
         cycle.addresses = tuple(addresses)
         if clock() >= deadline:
-            raise _Failed(
+            raise Failed(
                 FailureReason.TIMEOUT,
                 Phase.RESOLVE,
                 f"resolving {target.host!r} took longer than the {target.timeout:g}s timeout",
@@ -271,14 +257,14 @@ class Prober:
         try:
             channel = self.factory.new_channel(target, grpc_target)
         except OSError as exc:
-            raise _Failed(
+            raise Failed(
                 FailureReason.ERROR,
                 Phase.CONNECT,
                 f"cannot read TLS file {exc.filename}: {exc.strerror}",
             ) from None
         key = (target.alias, target.address)
         if not self.ledger.opened(key, channel):
-            raise _Failed(
+            raise Failed(
                 FailureReason.ERROR, Phase.CONNECT, "cancelled: the probe is shutting down"
             )
         try:
@@ -303,13 +289,13 @@ class Prober:
         state = wait_until_ready(channel, deadline, clock)
         cycle.phases[Phase.CONNECT] = clock() - connect_start
         if state is ChannelState.TIMEOUT:
-            raise _Failed(
+            raise Failed(
                 FailureReason.TIMEOUT,
                 Phase.CONNECT,
                 f"no usable connection to {target.address} within {target.timeout:g}s",
             )
         if state is ChannelState.CLOSED:
-            raise _Failed(
+            raise Failed(
                 FailureReason.ERROR, Phase.CONNECT, "cancelled: the probe is shutting down"
             )
         if state is ChannelState.FAILED:
@@ -319,7 +305,7 @@ class Prober:
                 self._call(target, channel, md, deadline)
             except grpc.RpcError as exc:
                 raise self._rpc_failure(exc, target, Phase.CONNECT, connecting=True) from None
-            raise _Failed(
+            raise Failed(
                 FailureReason.UNAVAILABLE,
                 Phase.CONNECT,
                 "the connection failed, then recovered within the cycle",
@@ -367,7 +353,7 @@ class Prober:
         )
         if not response.isHealthy:
             why = "; ".join(cycle.health_reasons) or "no reason given"
-            raise _Failed(
+            raise Failed(
                 FailureReason.UNHEALTHY, Phase.RPC, f"Milvus reports it is not healthy: {why}"
             )
 
@@ -415,9 +401,9 @@ class Prober:
     @staticmethod
     def _rpc_failure(
         exc: grpc.RpcError, target: Target, phase: Phase, *, connecting: bool
-    ) -> _Failed:
+    ) -> Failed:
         code = exc.code() if hasattr(exc, "code") else None
         details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
         reason = classify_rpc_error(code, details, connecting=connecting, secure=target.secure)
         name = code.name if code is not None else "UNKNOWN"
-        return _Failed(reason, phase, f"{name}: {details}", grpc_code=name)
+        return Failed(reason, phase, f"{name}: {details}", code=name)

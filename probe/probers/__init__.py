@@ -1,0 +1,131 @@
+"""Probers: one module per kind of probe, each running one cycle and returning a ProbeResult.
+
+A prober knows nothing of metrics, schedules, health or HTTP. Adding a kind means adding
+a module here with a class that satisfies `Prober`, and one line in `KINDS`; its code is
+imported only when a target uses it.
+
+    grpc.py     the gRPC cycle: resolve → connect → CheckHealth/GetVersion → info → close
+    reasons.py  how answers and errors become FailureReasons (shared by every kind)
+    ledger.py   every connection opened and closed, per target
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import threading
+from typing import Protocol
+
+from probe.probers.ledger import ConnectionLedger
+from probe.result import FailureReason, ProbeResult
+from probe.targets import Target
+
+ERROR_TEXT_LIMIT = 2048
+"""Error texts are cut to this many characters (a hostile server could send megabytes)."""
+
+KINDS: dict[str, str] = {
+    "grpc": "probe.probers.grpc:GrpcProber",
+}
+"""protocol → "module:class" of its prober."""
+
+
+class InfoMode(enum.Enum):
+    """How much a cycle asks beyond the probe itself."""
+
+    NONE = "none"
+    """The probe alone."""
+    SCHEDULED = "scheduled"
+    """A scheduled cycle: the prober adds what is due (gRPC: Connect once per
+    connect-interval, as the first success and then rarely)."""
+    VERSION = "version"
+    """What the server is, with no side effect on it (gRPC: GetVersion)."""
+    FULL = "full"
+    """Everything, side effects included (gRPC: Connect, which registers a client for 24 h,
+    and GetVersion)."""
+
+
+class SlotsBusy(Exception):
+    """Every connection slot stayed busy for as long as the caller would wait."""
+
+
+class Failed(Exception):
+    """Ends a cycle: the reason, the phase it failed in, and the error text."""
+
+    def __init__(
+        self,
+        reason: FailureReason,
+        phase: str,
+        error: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(error)
+        self.reason, self.phase, self.error = reason, phase, error
+        self.status_code, self.code = status_code, code
+
+
+class Prober(Protocol):
+    """One kind of probe."""
+
+    phases: tuple[str, ...]
+    """Every phase a cycle of this kind may report, in order (series exist from the start)."""
+
+    def run(self, target: Target, info: InfoMode = InfoMode.NONE) -> ProbeResult:
+        """One cycle: open a fresh connection, prove it can talk, close it. Never raises."""
+        ...
+
+    def forget(self, target: Target) -> None:
+        """The target is gone: drop whatever is kept about it."""
+        ...
+
+
+def prober_class(protocol: str) -> type[Prober]:
+    """The prober class for `protocol`, imported on first use."""
+    module, _, name = KINDS[protocol].partition(":")
+    cls: type[Prober] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def phases_of(protocol: str) -> tuple[str, ...]:
+    return prober_class(protocol).phases
+
+
+class Probers:
+    """Every kind's prober (made on first use), sharing connection slots and one ledger.
+
+    At most `max_concurrent` cycles run at once across all kinds: each holds a connection.
+    """
+
+    def __init__(self, *, max_concurrent: int = 64, ledger: ConnectionLedger | None = None):
+        self.ledger = ledger or ConnectionLedger()
+        self.max_concurrent = max_concurrent
+        self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._lock = threading.Lock()
+        self._probers: dict[str, Prober] = {}
+
+    def of(self, protocol: str) -> Prober:
+        with self._lock:
+            prober = self._probers.get(protocol)
+            if prober is None:
+                cls: type = prober_class(protocol)
+                prober = self._probers[protocol] = cls(ledger=self.ledger)
+            return prober
+
+    def run(
+        self, target: Target, info: InfoMode = InfoMode.NONE, slot_timeout: float | None = None
+    ) -> ProbeResult:
+        """One cycle. Waits for a connection slot (raising SlotsBusy after `slot_timeout`)."""
+        prober = self.of(target.protocol)
+        if not self._slots.acquire(timeout=slot_timeout):
+            raise SlotsBusy(f"all {self.max_concurrent} connection slots are busy")
+        try:
+            return prober.run(target, info)
+        finally:
+            self._slots.release()
+
+    def forget(self, target: Target) -> None:
+        with self._lock:
+            prober = self._probers.get(target.protocol)
+        if prober is not None:
+            prober.forget(target)
