@@ -224,6 +224,14 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     parser = build_parser()
     args = parser.parse_args(argv)
     env = dict(os.environ) if environ is None else environ
+    if args.command in ("serve", "check"):
+        from probe.milvus import grpcio
+
+        try:
+            grpcio.check()
+        except grpcio.GrpcioMismatch as exc:
+            print(f"milvus-probe: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     if args.command == "serve":
         return serve(args, env)
     if args.command == "check":
