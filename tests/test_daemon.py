@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -631,11 +631,13 @@ def test_removed_target_series_never_come_back(milvus: MilvusLite, daemon: Daemo
 
 def test_missed_cycle_series_of_a_removed_target_stays_removed(daemon: DaemonFactory,
                                                                tmp_path: Path) -> None:
-    """A slot missed while the reload is removing the target must not re-create its series.
+    """A missed slot or a late result arriving while the reload removes the target must not
+    re-create its series.
 
     One connection slot, shared with two targets whose cycles always run to their timeout,
     keeps "gone" queued, so the scheduler counts missed slots for it every interval. The
-    reload is held (a hook in the health update) until the scheduler had its chance.
+    reload's removal of gone's series is wrapped so that, right after the series go, a
+    missed slot and a late result of gone arrive: the widest window there is.
     """
     silent = SilentServer()
     try:
@@ -650,24 +652,28 @@ def test_missed_cycle_series_of_a_removed_target_stays_removed(daemon: DaemonFac
                   {"alias": "gone", "target": gone_uri, "namespace": "", "service": "", "pod": ""})
         wait_until(lambda: (app.registry.get_sample_value(*missed) or 0) >= 2, 10,
                    "missed slots of gone")
+        (gone,) = [t for t in app.hub.targets() if t.alias == "gone"]
+        late = app.probers.run(gone)  # a real result of gone, to arrive late
+        remove_target = app.metrics.remove_target
+        window: list[str] = []
 
-        set_targets = app.health.set_targets
+        def remove_then_late_arrivals(alias: str, address: str) -> None:
+            remove_target(alias, address)
+            if alias == "gone":
+                window.append(alias)
+                app.metrics.missed_cycle(gone)
+                app.metrics.record(late)
 
-        def held_set_targets(targets: Any, *, first_round: bool = False) -> None:
-            if not first_round and all(t.alias != "gone" for t in targets):
-                # gone's series were just removed; give the scheduler half a second (five
-                # slots of gone) to count a missed slot before it hears of the removal.
-                with suppress(AssertionError):
-                    wait_until(lambda: app.registry.get_sample_value(*missed) is not None, 0.5)
-            set_targets(targets, first_round=first_round)
-
-        app.health.set_targets = held_set_targets  # type: ignore[method-assign]
+        app.metrics.remove_target = remove_then_late_arrivals  # type: ignore[method-assign]
         write_config(config, busy,
                      interval="100ms", timeout="90ms", probe_max_concurrent=1)
         assert status_of(port, "/-/reload", method="POST") == 200
+        assert window == ["gone"]
+        assert not app.hub.publish(gone, late), "the hub must drop gone's late result"
         start = attempts(port, "busy1")
         wait_until(lambda: attempts(port, "busy1") >= start + 3, 10, "more cycles of busy1")
         assert scrape(port).series_of("gone") == []
+        assert app.registry.get_sample_value(*missed) is None
     finally:
         silent.stop()
 
