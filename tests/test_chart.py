@@ -3,6 +3,7 @@ our own config check."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -345,17 +346,61 @@ def test_image_tag_and_digest(helm) -> None:  # type: ignore[no-untyped-def]
     assert image("--set", f"image.digest={digest}") == f"ghcr.io/milvus-probe/milvus-probe@{digest}"
 
 
-def test_schema_and_readme_table_are_generated_from_values() -> None:
+def _chart_schema():  # type: ignore[no-untyped-def]
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import chart_schema
     finally:
         sys.path.pop(0)
+    return chart_schema
+
+
+def test_schema_and_readme_table_are_generated_from_values() -> None:
+    chart_schema = _chart_schema()
     values = str(CHART / "values.yaml")
     expected = chart_schema.generate(values)
     assert (CHART / "values.schema.json").read_text() == expected, "run `make schema`"
     readme = (CHART / "README.md").read_text()
     assert chart_schema.readme_with_table(readme, values) == readme, "run `make chart-docs`"
+
+
+def test_multi_line_param_descriptions_are_kept_whole(tmp_path: Path) -> None:
+    chart_schema = _chart_schema()
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "## @section Things\n"
+        "## @param first What the first value does,\n"
+        "##   continued on a second line\n"
+        "## and a third.\n"
+        "first: 1\n"
+        "## A plain comment about the block below: not part of any description.\n"
+        "block:\n"
+        "  ## @param block.one One line only\n"
+        "  one: true\n"
+        "  ## @param block.two Ends at the next keyword\n"
+        "  ## @skip block.three\n"
+        "  two: \"\"\n"
+        "## @param last Ends at a blank line\n"
+        "\n"
+        "## Not this.\n"
+        "last: []\n"
+    )
+    schema = json.loads(chart_schema.generate(str(values)))
+    props = schema["properties"]
+    assert props["first"]["description"] == (
+        "What the first value does, continued on a second line and a third."
+    )
+    assert props["block"]["properties"]["one"]["description"] == "One line only"
+    assert props["block"]["properties"]["two"]["description"] == "Ends at the next keyword"
+    assert props["last"]["description"] == "Ends at a blank line"
+    table = chart_schema.values_table(str(values))
+    row = "| `first` | `1` | What the first value does, continued on a second line and a third. |"
+    assert row in table
+    # The chart's own multi-line description reaches the schema whole.
+    committed = json.loads((CHART / "values.schema.json").read_text())
+    assert committed["properties"]["targets"]["description"].endswith(
+        "use auth.existingSecret, which is mounted as a file."
+    )
 
 
 def test_helm_test_pod_runs_check(helm) -> None:  # type: ignore[no-untyped-def]
