@@ -443,6 +443,57 @@ def test_discovery_renders_least_rbac_and_a_statefulset(helm) -> None:  # type: 
     }
 
 
-def test_sharding_without_discovery_fails(helm) -> None:  # type: ignore[no-untyped-def]
-    done = helm("template", "rel", str(CHART), "--set", "sharding.enabled=true", check=False)
-    assert done.returncode != 0 and "discovery.enabled" in done.stderr
+CONFLICTS = {
+    "sharding without discovery": (
+        ["sharding.enabled=true"],
+        "sharding.enabled: sharding splits discovered pods between replicas",
+    ),
+    "sharding in sidecar mode": (
+        ["sharding.enabled=true", "discovery.enabled=true", "discovery.service=m"]
+        + ["sidecar.enabled=true"],
+        "sharding.enabled: sharding runs a StatefulSet, and sidecar.enabled renders no workload",
+    ),
+    "discovery of nothing": (
+        ["discovery.enabled=true"],
+        "discovery.service: discovery needs exactly one of",
+    ),
+    "discovery of two things": (
+        ["discovery.enabled=true", "discovery.service=m", "discovery.labelSelector=app=m"],
+        "discovery.service: discovery needs exactly one of",
+    ),
+    "mutual TLS without a Secret": (
+        ["tls.enabled=true", "tls.mutual=true"],
+        "tls.mutual: the client certificate and key come from tls.existingSecret",
+    ),
+}
+
+
+def _template_with(helm, sets: list[str]) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    flags = [arg for value in sets for arg in ("--set", value)]
+    return helm("template", "rel", str(CHART), *flags, check=False)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("conflict", CONFLICTS, ids=str)
+def test_each_value_conflict_fails_alone(helm, conflict: str) -> None:  # type: ignore[no-untyped-def]
+    sets, message = CONFLICTS[conflict]
+    done = _template_with(helm, sets)
+    assert done.returncode != 0
+    assert "VALUES VALIDATION:" in done.stderr and message in done.stderr
+    others = [m for name, (_, m) in CONFLICTS.items() if m != message]
+    assert not any(m in done.stderr for m in others), done.stderr
+
+
+def test_value_conflicts_are_reported_together_in_one_failure(helm) -> None:  # type: ignore[no-untyped-def]
+    sharding, sharding_message = CONFLICTS["sharding without discovery"]
+    tls, tls_message = CONFLICTS["mutual TLS without a Secret"]
+    done = _template_with(helm, sharding + tls)
+    assert done.returncode != 0
+    assert done.stderr.count("VALUES VALIDATION:") == 1
+    assert sharding_message in done.stderr and tls_message in done.stderr
+    # In sidecar mode too, where no workload is rendered (the ConfigMap calls the check).
+    sidecar = _template_with(
+        helm, ["sidecar.enabled=true", "discovery.enabled=true", *tls]
+    )
+    assert sidecar.returncode != 0 and sidecar.stderr.count("VALUES VALIDATION:") == 1
+    assert tls_message in sidecar.stderr
+    assert CONFLICTS["discovery of nothing"][1] in sidecar.stderr

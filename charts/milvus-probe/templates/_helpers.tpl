@@ -267,3 +267,29 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Every conflict between values, gathered in one place and reported at once (as Bitnami's
+common.validateValues): a user fixes them all in one go instead of one per `helm install`.
+Each check appends "<value>: <what is wrong and what to do>"; the ConfigMap, rendered in
+every mode, includes this template first.
+*/}}
+{{- define "milvus-probe.validateValues" -}}
+{{- $messages := list -}}
+{{- $v := .Values -}}
+{{- if and $v.sharding.enabled (not $v.discovery.enabled) -}}
+{{- $messages = append $messages "sharding.enabled: sharding splits discovered pods between replicas: set discovery.enabled too" -}}
+{{- end -}}
+{{- if and $v.sharding.enabled $v.sidecar.enabled -}}
+{{- $messages = append $messages "sharding.enabled: sharding runs a StatefulSet, and sidecar.enabled renders no workload: turn one of them off" -}}
+{{- end -}}
+{{- if and $v.discovery.enabled (eq (empty $v.discovery.service) (empty $v.discovery.labelSelector)) -}}
+{{- $messages = append $messages "discovery.service: discovery needs exactly one of discovery.service and discovery.labelSelector" -}}
+{{- end -}}
+{{- if and $v.tls.enabled $v.tls.mutual (not $v.tls.existingSecret) -}}
+{{- $messages = append $messages "tls.mutual: the client certificate and key come from tls.existingSecret: set it" -}}
+{{- end -}}
+{{- if $messages -}}
+{{- fail (printf "\n\nVALUES VALIDATION:\n%s" (join "\n" $messages)) -}}
+{{- end -}}
+{{- end -}}
