@@ -33,10 +33,12 @@ special = {
     "service.port": {"minimum": 1, "maximum": 65535},
     "probe.maxConcurrent": {"minimum": 1, "maximum": 65536},
     "replicaCount": {"minimum": 0},
+    "terminationGracePeriodSeconds": {"minimum": 0},
     "readiness.failureThreshold": {"minimum": 1},
     "readiness.successThreshold": {"minimum": 1},
     "prometheusRule.failureRatio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
     "prometheusRule.latencySeconds": {"type": "number", "exclusiveMinimum": 0},
+    "namespaceOverride": {"pattern": r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"},
     "image.digest": {"pattern": r"^(sha256:[a-f0-9]{64})?$"},
 }
 target_item = {

@@ -222,6 +222,7 @@ def test_checksum_rolls_pods_when_targets_change(helm) -> None:  # type: ignore[
         ("readiness.policy=most", "readiness.policy"),
         ("image.pullPolicy=Sometimes", "image.pullPolicy"),
         ("logging.level=loud", "logging.level"),
+        ("namespaceOverride=Not_A_Namespace", "namespaceOverride"),
         ("unknownKey=1", "unknownKey"),
     ],
 )
@@ -331,6 +332,90 @@ def test_monitors_structure(helm) -> None:  # type: ignore[no-untyped-def]
     assert sm["spec"]["selector"]["matchLabels"] == docs["Service"][0]["spec"]["selector"]
     pm = kinds(render(helm, "--set", "podMonitor.enabled=true"))["PodMonitor"][0]
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "http-metrics"
+
+
+CLUSTER_KINDS = {"ClusterRole", "ClusterRoleBinding", "Namespace"}
+
+
+def _namespaces(docs: list[dict[str, Any]]) -> dict[str, set[str | None]]:
+    found: dict[str, set[str | None]] = {}
+    for doc in docs:
+        if doc["kind"] not in CLUSTER_KINDS:
+            found.setdefault(doc["kind"], set()).add(doc["metadata"].get("namespace"))
+    return found
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_every_namespaced_resource_names_its_namespace(helm, values: Path) -> None:  # type: ignore[no-untyped-def]
+    docs = render(helm, "-f", str(values), "--set", "namespaceOverride=probes")
+    where = _namespaces(docs)
+    own = {kind: spaces for kind, spaces in where.items() if kind not in RBAC_KINDS}
+    assert own and all(spaces == {"probes"} for spaces in own.values()), own
+    for monitor in kinds(docs).get("ServiceMonitor", []) + kinds(docs).get("PodMonitor", []):
+        assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["probes"]
+    # Without the override, the release namespace, written out (not left to kubectl's context).
+    plain = _namespaces(render(helm, "-f", str(values), "--set", "namespaceOverride="))
+    assert all(
+        spaces == {"milvus"} for kind, spaces in plain.items() if kind not in RBAC_KINDS
+    ), plain
+
+
+def test_namespace_override_moves_rbac_and_discovery_with_the_probe(helm) -> None:  # type: ignore[no-untyped-def]
+    docs = kinds(
+        render(
+            helm,
+            "-f",
+            str(CHART / "ci" / "discovery-values.yaml"),
+            "--set",
+            "namespaceOverride=probes",
+        )
+    )
+    # Events are created in the probe's own namespace; discovery reads where it watches.
+    assert {r["metadata"]["namespace"] for r in docs["Role"]} == {"probes", "milvus-prod"}
+    for binding in docs["RoleBinding"]:
+        (subject,) = binding["subjects"]
+        assert subject["namespace"] == "probes"
+    # With no discovery.namespace, discovery watches the probe's own namespace.
+    docs = kinds(
+        render(
+            helm,
+            "-f",
+            str(CHART / "ci" / "discovery-values.yaml"),
+            "--set",
+            "namespaceOverride=probes,discovery.namespace=",
+        )
+    )
+    args = docs["StatefulSet"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--discovery.kubernetes.namespace=probes" in args
+    assert {r["metadata"]["namespace"] for r in docs["Role"]} == {"probes"}
+
+
+def test_extra_containers_follow_the_probe_and_grace_period_is_set(helm) -> None:  # type: ignore[no-untyped-def]
+    everything = CHART / "ci" / "everything-values.yaml"
+    pod = _deployment(render(helm, "-f", str(everything)))["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["milvus-probe", "log-shipper"]
+    assert pod["containers"][1]["volumeMounts"] == [{"name": "extra", "mountPath": "/extra"}]
+    assert pod["terminationGracePeriodSeconds"] == 30
+    default = _deployment(render(helm))["spec"]["template"]["spec"]
+    assert [c["name"] for c in default["containers"]] == ["milvus-probe"]
+    assert default["terminationGracePeriodSeconds"] == 10
+    sharded = kinds(
+        render(
+            helm,
+            "-f",
+            str(CHART / "ci" / "discovery-values.yaml"),
+            "--set",
+            "terminationGracePeriodSeconds=0",
+            "--set-json",
+            'extraContainers=[{"name": "shipper", "image": "busybox"}]',
+        )
+    )["StatefulSet"][0]["spec"]["template"]["spec"]
+    assert [c["name"] for c in sharded["containers"]] == ["milvus-probe", "shipper"]
+    assert sharded["terminationGracePeriodSeconds"] == 0
+    done = helm(
+        "template", "rel", str(CHART), "--set", "terminationGracePeriodSeconds=-1", check=False
+    )
+    assert done.returncode != 0 and "terminationGracePeriodSeconds" in done.stderr
 
 
 def test_image_tag_and_digest(helm) -> None:  # type: ignore[no-untyped-def]

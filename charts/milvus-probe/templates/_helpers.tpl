@@ -17,6 +17,11 @@
 {{- end -}}
 {{- end -}}
 
+{{/* Namespace of every namespaced resource: namespaceOverride, else the release's. */}}
+{{- define "milvus-probe.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "milvus-probe.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -147,7 +152,7 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
     {{- with .Values.discovery }}
     {{- if .enabled }}
     - --discovery.kubernetes.enabled=true
-    - --discovery.kubernetes.namespace={{ .namespace | default $.Release.Namespace }}
+    - --discovery.kubernetes.namespace={{ .namespace | default (include "milvus-probe.namespace" $) }}
     {{- if .service }}
     - --discovery.kubernetes.service={{ .service }}
     {{- end }}
