@@ -283,6 +283,36 @@ def test_notes_explain_port_forward_and_warn_on_risky_values(helm, tmp_path: Pat
     assert "WARNING: profiling.allowRemote=true" in risky
 
 
+PORT_FORWARD = {
+    # ci values file: (the command NOTES prints, the workload kind rendered)
+    "default-values.yaml": ("port-forward deploy/rel-milvus-probe 9091:9091", "Deployment"),
+    "auth-tls-values.yaml": ("port-forward deploy/rel-milvus-probe 9091:9091", "Deployment"),
+    "everything-values.yaml": ("port-forward deploy/rel-milvus-probe 9091:9091", "Deployment"),
+    # A StatefulSet's pods each hold one shard: name the pod, not the set.
+    "discovery-values.yaml": ("port-forward pod/rel-milvus-probe-0 9091:9091", "StatefulSet"),
+    "sidecar-values.yaml": ("port-forward pod/<milvus-pod> 9191:9191", None),
+}
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_notes_port_forward_follows_the_workload_kind(helm, tmp_path: Path, values: Path) -> None:  # type: ignore[no-untyped-def]
+    command, workload = PORT_FORWARD[values.name]
+    args = ("-f", str(values), "--set", "namespaceOverride=probes")
+    text = notes(helm, tmp_path, *args)
+    assert f"kubectl -n probes {command}" in text
+    assert text.count("port-forward ") == 1, text
+    docs = kinds(render(helm, *args))
+    # The command names what is rendered, in the namespace it is rendered in.
+    rendered = [k for k in ("Deployment", "StatefulSet") if k in docs]
+    assert rendered == ([workload] if workload else [])
+    if workload:
+        (obj,) = docs[workload]
+        assert obj["metadata"]["namespace"] == "probes"
+        assert obj["metadata"]["name"] == "rel-milvus-probe"
+    if workload == "StatefulSet":
+        assert "shard 0 of 3" in text
+
+
 def test_container_template_embeds_in_another_pod(helm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The sidecar pattern: another chart includes "milvus-probe.container" in its pod."""
     chart = tmp_path / "milvus-probe"
