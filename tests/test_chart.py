@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -301,6 +303,10 @@ def test_notes_port_forward_follows_the_workload_kind(helm, tmp_path: Path, valu
     text = notes(helm, tmp_path, *args)
     assert f"kubectl -n probes {command}" in text
     assert text.count("port-forward ") == 1, text
+    # helm test runs where the release lives, which namespaceOverride does not move.
+    has_test_pod = values.name not in NO_TEST_POD
+    assert ("  helm test rel -n milvus    # one `milvus-probe check`" in text) == has_test_pod
+    assert ("helm test has no pod" in text) != has_test_pod
     docs = kinds(render(helm, *args))
     # The command names what is rendered, in the namespace it is rendered in.
     rendered = [k for k in ("Deployment", "StatefulSet") if k in docs]
@@ -518,13 +524,135 @@ def test_multi_line_param_descriptions_are_kept_whole(tmp_path: Path) -> None:
     )
 
 
+def _test_pod(docs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    pods = [
+        d
+        for d in kinds(docs).get("Pod", [])
+        if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+    ]
+    assert len(pods) <= 1
+    return pods[0] if pods else None
+
+
 def test_helm_test_pod_runs_check(helm) -> None:  # type: ignore[no-untyped-def]
     docs = render(helm, "-f", str(CHART / "ci" / "auth-tls-values.yaml"))
-    pod = next(
-        d for d in kinds(docs)["Pod"] if d["metadata"]["annotations"].get("helm.sh/hook") == "test"
-    )
+    pod = _test_pod(docs)
+    assert pod is not None
     args = pod["spec"]["containers"][0]["args"]
     assert args[0] == "check" and "--alias=prod" in args
+    assert "--config.file=/etc/milvus-probe/config/config.yaml" in args
+
+
+def test_helm_test_pod_dials_the_discovered_service(helm) -> None:  # type: ignore[no-untyped-def]
+    """`check` does no discovery: with discovery the pod checks the Service the daemon
+    watches, with the discovery template's settings and the mounted token."""
+    docs = render(helm, "-f", str(CHART / "ci" / "discovery-values.yaml"))
+    pod = _test_pod(docs)
+    assert pod is not None
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[0] == "check" and not any(a.startswith("--config.file") for a in args)
+    assert "--uri=my-milvus.milvus-prod.svc:19530" in args
+    assert {
+        "--db-name=analytics",
+        "--timeout=3s",
+        "--token-file=/etc/milvus-probe/auth/token",
+    } <= set(args)
+    mounts = {m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert "/etc/milvus-probe/auth" in mounts
+    # Static targets beside discovery: the first of them, still as flags.
+    docs = render(
+        helm,
+        "-f",
+        str(CHART / "ci" / "discovery-values.yaml"),
+        "--set",
+        "targets[0].alias=a,targets[0].uri=https://milvus-a:19530,targets[0].rpc=get_version",
+    )
+    args = _test_pod(docs)["spec"]["containers"][0]["args"]  # type: ignore[index]
+    assert "--uri=https://milvus-a:19530" in args and "--alias=a" in args
+    assert "--rpc=get_version" in args and "--timeout=5s" in args
+
+
+def test_helm_test_pod_skips_what_only_the_milvus_pod_reaches(helm) -> None:  # type: ignore[no-untyped-def]
+    # Sidecar targets are the Milvus pod's own loopback: the test pod would dial itself.
+    sidecar = CHART / "ci" / "sidecar-values.yaml"
+    assert _test_pod(render(helm, "-f", str(sidecar))) is None
+    for address in ("localhost:19530", "http://127.0.0.1:19530", "https://[::1]:443"):
+        assert _test_pod(render(helm, "--set", f"targets[0].uri={address}")) is None
+    pod = _test_pod(
+        render(
+            helm,
+            "-f",
+            str(sidecar),
+            "--set",
+            "targets[1].alias=svc,targets[1].uri=http://localhost.example.com:19530",
+        )
+    )
+    assert pod is not None and "--alias=svc" in pod["spec"]["containers"][0]["args"]
+    # Discovery by label selector alone has no one address to dial.
+    selector = render(
+        helm,
+        "-f",
+        str(CHART / "ci" / "discovery-values.yaml"),
+        "--set",
+        "discovery.service=,discovery.labelSelector=app=milvus",
+    )
+    assert _test_pod(selector) is None
+
+
+# The ci values whose targets are all reachable only from inside the Milvus pod.
+NO_TEST_POD = {"sidecar-values.yaml"}
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_helm_test_pod_args_are_ones_check_accepts(  # type: ignore[no-untyped-def]
+    helm, values: Path, tmp_path: Path
+) -> None:
+    """The rendered test pod's args, run through the real `milvus-probe check` with the
+    rendered config and stand-ins for the mounted Secrets, against a port that refuses:
+    it must fail as a connection failure (exit 2), not as bad arguments or config (exit 1)."""
+    docs = render(helm, "-f", str(values))
+    pod = _test_pod(docs)
+    if values.name in NO_TEST_POD:
+        assert pod is None
+        return
+    assert pod is not None
+    (container,) = pod["spec"]["containers"]
+    mounted = {m["mountPath"] for m in container["volumeMounts"]}
+    root = tmp_path / "etc"
+    for name in ("auth/token", "tls/ca.crt", "tls/client.crt", "tls/client.key"):
+        if f"/etc/milvus-probe/{name.split('/')[0]}" in mounted:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text("stand-in\n")
+    with socket.socket() as refusing:  # bound, never listening: connections are refused
+        refusing.bind(("127.0.0.1", 0))
+        here = f"127.0.0.1:{refusing.getsockname()[1]}"
+
+        def local(address: str) -> str:
+            return re.sub(r"^([a-zA-Z]+://)?[^/]+", lambda m: (m.group(1) or "") + here, address)
+
+        config = yaml.safe_load(kinds(docs)["ConfigMap"][0]["data"]["config.yaml"])
+        for target in config["targets"]:
+            target["uri"] = local(target.pop("uri", None) or target.pop("host"))
+            target.pop("port", None)
+        (root / "config").mkdir(parents=True, exist_ok=True)
+        (root / "config" / "config.yaml").write_text(
+            yaml.safe_dump(config).replace("/etc/milvus-probe/", f"{root}/")
+        )
+        args = [
+            f"--uri={local(a.split('=', 1)[1])}" if a.startswith("--uri=") else a
+            for a in container["args"]
+        ]
+        args = [a.replace("/etc/milvus-probe/", f"{root}/") for a in args]
+        assert args[0] == "check"
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "milvus-probe"), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+        )
+    assert done.returncode == 2, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert "reason=refused" in done.stdout and here in done.stdout
 
 
 def test_discovery_renders_least_rbac_and_a_statefulset(helm) -> None:  # type: ignore[no-untyped-def]
