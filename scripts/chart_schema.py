@@ -33,10 +33,12 @@ special = {
     "service.port": {"minimum": 1, "maximum": 65535},
     "probe.maxConcurrent": {"minimum": 1, "maximum": 65536},
     "replicaCount": {"minimum": 0},
+    "terminationGracePeriodSeconds": {"minimum": 0},
     "readiness.failureThreshold": {"minimum": 1},
     "readiness.successThreshold": {"minimum": 1},
     "prometheusRule.failureRatio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
     "prometheusRule.latencySeconds": {"type": "number", "exclusiveMinimum": 0},
+    "namespaceOverride": {"pattern": r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"},
     "image.digest": {"pattern": r"^(sha256:[a-f0-9]{64})?$"},
 }
 target_item = {
@@ -128,12 +130,35 @@ def node(path, value):
     return t
 
 
+PARAM = re.compile(r"^\s*## @param (\S+) (.+)$")
+COMMENT = re.compile(r"^\s*## ?(.*)$")
+
+
+def params(src: str) -> dict[str, str]:
+    """Every `## @param KEY DESCRIPTION` of values.yaml, in order. A description goes on over
+    the `##` lines right below it, up to a blank line, a value or the next `@` keyword."""
+    found: dict[str, str] = {}
+    key = None
+    for line in src.splitlines():
+        param = PARAM.match(line)
+        if param:
+            key = param.group(1)
+            found[key] = param.group(2).strip()
+            continue
+        comment = COMMENT.match(line)
+        text = comment.group(1).strip() if comment else ""
+        if key is None or not text or text.startswith("@"):
+            key = None
+            continue
+        found[key] += " " + text
+    return found
+
+
 def generate(values_path: str = "charts/milvus-probe/values.yaml") -> str:
     with open(values_path, encoding="utf-8") as fh:
         src = fh.read()
     desc.clear()
-    for m in re.finditer(r"^\s*## @param (\S+) (.+)$", src, re.M):
-        desc[m.group(1)] = m.group(2).strip()
+    desc.update(params(src))
     schema = {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "milvus-probe chart values",
@@ -151,8 +176,7 @@ def values_table(values_path: str = "charts/milvus-probe/values.yaml") -> str:
         src = fh.read()
     values = yaml.safe_load(src)
     rows = ["| value | default | description |", "|---|---|---|"]
-    for m in re.finditer(r"^\s*## @param (\S+) (.+)$", src, re.M):
-        key, text = m.group(1), m.group(2).strip()
+    for key, text in params(src).items():
         default: object = values
         for part in key.split("."):
             default = default[part]  # type: ignore[index]

@@ -17,6 +17,11 @@
 {{- end -}}
 {{- end -}}
 
+{{/* Namespace of every namespaced resource: namespaceOverride, else the release's. */}}
+{{- define "milvus-probe.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "milvus-probe.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -64,47 +69,42 @@ app.kubernetes.io/component: probe
 {{- end -}}
 {{- end -}}
 
+{{/*
+Adds to one target's settings (a dict, changed in place) the paths of the mounted auth and
+TLS Secrets, unless the target names its own token or password file.
+  include "milvus-probe.withAuthTls" (dict "target" $t "Values" .Values)
+*/}}
+{{- define "milvus-probe.withAuthTls" -}}
+{{- $t := .target -}}
+{{- if and .Values.auth.existingSecret (not (hasKey $t "token_file")) (not (hasKey $t "password_file")) -}}
+{{- $_ := set $t "token_file" "/etc/milvus-probe/auth/token" -}}
+{{- end -}}
+{{- if .Values.tls.enabled -}}
+{{- $_ := set $t "secure" true -}}
+{{- if .Values.tls.existingSecret -}}
+{{- $_ := set $t "ca_pem_path" "/etc/milvus-probe/tls/ca.crt" -}}
+{{- end -}}
+{{- if .Values.tls.serverName -}}
+{{- $_ := set $t "server_name" .Values.tls.serverName -}}
+{{- end -}}
+{{- if .Values.tls.mutual -}}
+{{- $_ := set $t "client_pem_path" "/etc/milvus-probe/tls/client.crt" -}}
+{{- $_ := set $t "client_key_path" "/etc/milvus-probe/tls/client.key" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The config file milvus-probe reads: no secrets, only paths to them. */}}
 {{- define "milvus-probe.config" -}}
 {{- $targets := list -}}
 {{- range .Values.targets -}}
 {{- $t := deepCopy . -}}
-{{- if and $.Values.auth.existingSecret (not (hasKey $t "token_file")) (not (hasKey $t "password_file")) -}}
-{{- $_ := set $t "token_file" "/etc/milvus-probe/auth/token" -}}
-{{- end -}}
-{{- if $.Values.tls.enabled -}}
-{{- $_ := set $t "secure" true -}}
-{{- if $.Values.tls.existingSecret -}}
-{{- $_ := set $t "ca_pem_path" "/etc/milvus-probe/tls/ca.crt" -}}
-{{- end -}}
-{{- if $.Values.tls.serverName -}}
-{{- $_ := set $t "server_name" $.Values.tls.serverName -}}
-{{- end -}}
-{{- if $.Values.tls.mutual -}}
-{{- $_ := set $t "client_pem_path" "/etc/milvus-probe/tls/client.crt" -}}
-{{- $_ := set $t "client_key_path" "/etc/milvus-probe/tls/client.key" -}}
-{{- end -}}
-{{- end -}}
+{{- include "milvus-probe.withAuthTls" (dict "target" $t "Values" $.Values) -}}
 {{- $targets = append $targets $t -}}
 {{- end -}}
 {{- if .Values.discovery.enabled }}
 {{- $template := deepCopy .Values.discovery.template -}}
-{{- if and .Values.auth.existingSecret (not (hasKey $template "token_file")) (not (hasKey $template "password_file")) -}}
-{{- $_ := set $template "token_file" "/etc/milvus-probe/auth/token" -}}
-{{- end -}}
-{{- if .Values.tls.enabled -}}
-{{- $_ := set $template "secure" true -}}
-{{- if .Values.tls.existingSecret -}}
-{{- $_ := set $template "ca_pem_path" "/etc/milvus-probe/tls/ca.crt" -}}
-{{- end -}}
-{{- if .Values.tls.serverName -}}
-{{- $_ := set $template "server_name" .Values.tls.serverName -}}
-{{- end -}}
-{{- if .Values.tls.mutual -}}
-{{- $_ := set $template "client_pem_path" "/etc/milvus-probe/tls/client.crt" -}}
-{{- $_ := set $template "client_key_path" "/etc/milvus-probe/tls/client.key" -}}
-{{- end -}}
-{{- end }}
+{{- include "milvus-probe.withAuthTls" (dict "target" $template "Values" .Values) }}
 discovery:
   template:
 {{ toYaml $template | indent 4 }}
@@ -147,7 +147,7 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
     {{- with .Values.discovery }}
     {{- if .enabled }}
     - --discovery.kubernetes.enabled=true
-    - --discovery.kubernetes.namespace={{ .namespace | default $.Release.Namespace }}
+    - --discovery.kubernetes.namespace={{ .namespace | default (include "milvus-probe.namespace" $) }}
     {{- if .service }}
     - --discovery.kubernetes.service={{ .service }}
     {{- end }}
@@ -266,4 +266,63 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/*
+Every conflict between values, gathered in one place and reported at once (as Bitnami's
+common.validateValues): a user fixes them all in one go instead of one per `helm install`.
+Each check appends "<value>: <what is wrong and what to do>"; the ConfigMap, rendered in
+every mode, includes this template first.
+*/}}
+{{- define "milvus-probe.validateValues" -}}
+{{- $messages := list -}}
+{{- $v := .Values -}}
+{{- if and $v.sharding.enabled (not $v.discovery.enabled) -}}
+{{- $messages = append $messages "sharding.enabled: sharding splits discovered pods between replicas: set discovery.enabled too" -}}
+{{- end -}}
+{{- if and $v.sharding.enabled $v.sidecar.enabled -}}
+{{- $messages = append $messages "sharding.enabled: sharding runs a StatefulSet, and sidecar.enabled renders no workload: turn one of them off" -}}
+{{- end -}}
+{{- if and $v.discovery.enabled (eq (empty $v.discovery.service) (empty $v.discovery.labelSelector)) -}}
+{{- $messages = append $messages "discovery.service: discovery needs exactly one of discovery.service and discovery.labelSelector" -}}
+{{- end -}}
+{{- if and $v.tls.enabled $v.tls.mutual (not $v.tls.existingSecret) -}}
+{{- $messages = append $messages "tls.mutual: the client certificate and key come from tls.existingSecret: set it" -}}
+{{- end -}}
+{{- if $messages -}}
+{{- fail (printf "\n\nVALUES VALIDATION:\n%s" (join "\n" $messages)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when a target's address is this pod's own loopback, which no other pod reaches. */}}
+{{- define "milvus-probe.isLoopback" -}}
+{{- $address := regexReplaceAll "^[a-zA-Z][a-zA-Z0-9+.-]*://" (.uri | default (.host | default "localhost") | toString) "" -}}
+{{- if regexMatch "^(localhost|127\\.[0-9.]+|\\[::1\\]|::1|0\\.0\\.0\\.0)([:/]|$)" $address -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+What the `helm test` pod checks, as YAML (empty when nothing is reachable from its own pod):
+the first static target not on loopback (a sidecar's 127.0.0.1 is the Milvus pod's, not
+the test pod's), else the Service that discovery watches, on Milvus's port 19530, with the
+discovery template's settings. Auth and TLS as the daemon has them.
+*/}}
+{{- define "milvus-probe.testTarget" -}}
+{{- $found := dict -}}
+{{- range .Values.targets -}}
+{{- if and (not $found) (not (include "milvus-probe.isLoopback" .)) -}}
+{{- $found = deepCopy . -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.discovery -}}
+{{- if and (not $found) .enabled .service -}}
+{{- $found = deepCopy .template -}}
+{{- $ns := .namespace | default (include "milvus-probe.namespace" $) -}}
+{{- $_ := set $found "alias" .service -}}
+{{- $_ := set $found "uri" (printf "%s.%s.svc:19530" .service $ns) -}}
+{{- end -}}
+{{- end -}}
+{{- if $found -}}
+{{- include "milvus-probe.withAuthTls" (dict "target" $found "Values" .Values) -}}
+{{- toYaml $found -}}
+{{- end -}}
 {{- end -}}
