@@ -10,17 +10,13 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 import platform
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +26,6 @@ import yaml
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 import probe
 from probe.logs import JsonFormatter, LogfmtFormatter
@@ -39,62 +34,19 @@ from tests.conftest import DaemonFactory
 from tests.support import (
     Behaviour,
     MilvusLite,
+    Sample,
+    Scrape,
     SilentServer,
+    attempts,
     free_port,
     http_get,
     milvus_double,
+    scrape,
+    serve_process,
     wait_until,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-@dataclass(frozen=True)
-class Sample:
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
-class Scrape:
-    """One /metrics answer, parsed."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.samples = [Sample(s.name, dict(s.labels), s.value)
-                        for family in text_string_to_metric_families(text)
-                        for s in family.samples]
-
-    def find(self, name: str, **labels: str) -> list[Sample]:
-        return [s for s in self.samples
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
-
-    def value(self, name: str, **labels: str) -> float | None:
-        found = self.find(name, **labels)
-        assert len(found) <= 1, f"{name}{labels} matches {len(found)} series"
-        return found[0].value if found else None
-
-    def total(self, name: str, **labels: str) -> float:
-        return sum(s.value for s in self.find(name, **labels))
-
-    def aliases(self) -> set[str]:
-        return {s.labels["alias"] for s in self.samples if "alias" in s.labels}
-
-    def series_of(self, alias: str) -> list[Sample]:
-        return [s for s in self.samples if s.labels.get("alias") == alias]
-
-
-def scrape(port: int) -> Scrape:
-    status, _, body = http_get(port, "/metrics")
-    assert status == 200
-    return Scrape(body.decode("utf-8"))
-
-
-def attempts(port: int, alias: str) -> float:
-    return scrape(port).value("milvus_probe_attempts_total", alias=alias) or 0.0
 
 
 def write_config(path: Path, targets: list[dict[str, Any]], interval: str = "200ms",
@@ -708,39 +660,6 @@ def test_target_removed_mid_cycle_and_added_back_counts_connections_right(
 
 
 # --------------------------------------------------------------------------- subprocess
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("MILVUS_")}
-
-
-@contextmanager
-def serve_process(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """`python -m probe serve ARGS` on a free port; killed (if still running) afterwards."""
-    port = free_port()
-    log_path = tmp_path / "daemon.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "probe", "serve", *args,
-             "--web.listen-address", f"127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT, env=_clean_env(), cwd=REPO,
-        )
-    try:
-        def answers() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"the daemon exited {process.returncode}: "
-                                     f"{log_path.read_text()[-2000:]}")
-            try:
-                return status_of(port, "/healthz", timeout=2) == 200
-            except OSError:
-                return False
-
-        wait_until(answers, 30, "the daemon to serve /healthz")
-        yield process, port
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 def test_sighup_reloads_the_config_file(milvus: MilvusLite, tmp_path: Path) -> None:
