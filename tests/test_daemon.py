@@ -545,39 +545,35 @@ def test_reload_accepts_put(daemon: DaemonFactory) -> None:
 
 
 def test_removed_target_series_never_come_back(milvus: MilvusLite, daemon: DaemonFactory,
-                                               tmp_path: Path) -> None:
-    silent = SilentServer()
-    try:
-        config = tmp_path / "probe.yaml"
-        write_config(config, [{"alias": "keep", "uri": milvus.address},
-                              {"alias": "gone", "uri": f"127.0.0.1:{silent.port}"},
-                              {"alias": "gone2", "uri": refused_uri()}],
-                     interval="100ms", timeout="90ms")
-        app = daemon(**{"config.file": str(config)})
-        port = app.port
-        # "gone" is mid-cycle (its connection never answers) almost all the time.
-        wait_until(lambda: scrape(port).value("milvus_probe_open_connections",
-                                              alias="gone") == 1 and attempts(port, "gone2") >= 3,
-                   10, "a cycle of gone in flight")
-        write_config(config, [{"alias": "keep", "uri": milvus.address}],
-                     interval="100ms", timeout="90ms")
-        assert status_of(port, "/-/reload", method="POST") == 200
-        start = attempts(port, "keep")
-        leaks: list[list[Sample]] = []
+                                               tmp_path: Path, silent: SilentServer) -> None:
+    config = tmp_path / "probe.yaml"
+    write_config(config, [{"alias": "keep", "uri": milvus.address},
+                          {"alias": "gone", "uri": f"127.0.0.1:{silent.port}"},
+                          {"alias": "gone2", "uri": refused_uri()}],
+                 interval="100ms", timeout="90ms")
+    app = daemon(**{"config.file": str(config)})
+    port = app.port
+    # "gone" is mid-cycle (its connection never answers) almost all the time.
+    wait_until(lambda: scrape(port).value("milvus_probe_open_connections",
+                                          alias="gone") == 1 and attempts(port, "gone2") >= 3,
+               10, "a cycle of gone in flight")
+    write_config(config, [{"alias": "keep", "uri": milvus.address}],
+                 interval="100ms", timeout="90ms")
+    assert status_of(port, "/-/reload", method="POST") == 200
+    start = attempts(port, "keep")
+    leaks: list[list[Sample]] = []
 
-        def keep_ran_a_while() -> bool:
-            m = scrape(port)
-            leaked = m.series_of("gone") + m.series_of("gone2")
-            if leaked:
-                leaks.append(leaked)
-            return (m.value("milvus_probe_attempts_total", alias="keep") or 0) >= start + 10
+    def keep_ran_a_while() -> bool:
+        m = scrape(port)
+        leaked = m.series_of("gone") + m.series_of("gone2")
+        if leaked:
+            leaks.append(leaked)
+        return (m.value("milvus_probe_attempts_total", alias="keep") or 0) >= start + 10
 
-        wait_until(keep_ran_a_while, 15, "10 more cycles of keep")
-        assert leaks == []
-        assert status_of(port, "/readyz/gone") == 404
-        assert status_of(port, "/probe?alias=gone") == 404
-    finally:
-        silent.stop()
+    wait_until(keep_ran_a_while, 15, "10 more cycles of keep")
+    assert leaks == []
+    assert status_of(port, "/readyz/gone") == 404
+    assert status_of(port, "/probe?alias=gone") == 404
 
 
 def test_missed_cycle_series_of_a_removed_target_stays_removed(daemon: DaemonFactory,
@@ -624,39 +620,35 @@ def test_missed_cycle_series_of_a_removed_target_stays_removed(daemon: DaemonFac
 
 
 def test_target_removed_mid_cycle_and_added_back_counts_connections_right(
-        daemon: DaemonFactory, tmp_path: Path) -> None:
-    silent = SilentServer()
-    try:
-        config = tmp_path / "probe.yaml"
-        flapping = {"alias": "flap", "uri": f"127.0.0.1:{silent.port}"}
-        other = {"alias": "other", "uri": refused_uri()}
-        write_config(config, [other, flapping], interval="2s", timeout="1s")
-        app = daemon(**{"config.file": str(config)})
-        port = app.port
-        wait_until(lambda: scrape(port).value("milvus_probe_open_connections", alias="flap") == 1,
-                   10, "a cycle of flap in flight")
-        # Remove it and add it back while that cycle is still waiting for an answer.
-        write_config(config, [other], interval="2s", timeout="1s")
-        assert status_of(port, "/-/reload", method="POST") == 200
-        write_config(config, [other, flapping], interval="2s", timeout="1s")
-        assert status_of(port, "/-/reload", method="POST") == 200
+        daemon: DaemonFactory, tmp_path: Path, silent: SilentServer) -> None:
+    config = tmp_path / "probe.yaml"
+    flapping = {"alias": "flap", "uri": f"127.0.0.1:{silent.port}"}
+    other = {"alias": "other", "uri": refused_uri()}
+    write_config(config, [other, flapping], interval="2s", timeout="1s")
+    app = daemon(**{"config.file": str(config)})
+    port = app.port
+    wait_until(lambda: scrape(port).value("milvus_probe_open_connections", alias="flap") == 1,
+               10, "a cycle of flap in flight")
+    # Remove it and add it back while that cycle is still waiting for an answer.
+    write_config(config, [other], interval="2s", timeout="1s")
+    assert status_of(port, "/-/reload", method="POST") == 200
+    write_config(config, [other, flapping], interval="2s", timeout="1s")
+    assert status_of(port, "/-/reload", method="POST") == 200
 
-        bad: list[tuple[float | None, float | None, float | None]] = []
+    bad: list[tuple[float | None, float | None, float | None]] = []
 
-        def two_more_cycles() -> bool:
-            m = scrape(port)
-            opened = m.value("milvus_probe_connections_opened_total", alias="flap")
-            closed = m.value("milvus_probe_connections_closed_total", alias="flap")
-            now = m.value("milvus_probe_open_connections", alias="flap")
-            if opened is None or closed is None or now is None or opened < closed or now < 0:
-                bad.append((opened, closed, now))
-            return (m.value("milvus_probe_attempts_total", alias="flap") or 0) >= 2
+    def two_more_cycles() -> bool:
+        m = scrape(port)
+        opened = m.value("milvus_probe_connections_opened_total", alias="flap")
+        closed = m.value("milvus_probe_connections_closed_total", alias="flap")
+        now = m.value("milvus_probe_open_connections", alias="flap")
+        if opened is None or closed is None or now is None or opened < closed or now < 0:
+            bad.append((opened, closed, now))
+        return (m.value("milvus_probe_attempts_total", alias="flap") or 0) >= 2
 
-        wait_until(two_more_cycles, 15, "cycles of the re-added target")
-        assert bad == [], "connections_opened < connections_closed or open_connections < 0 " \
-            f"(opened, closed, open): {bad[:3]}"
-    finally:
-        silent.stop()
+    wait_until(two_more_cycles, 15, "cycles of the re-added target")
+    assert bad == [], "connections_opened < connections_closed or open_connections < 0 " \
+        f"(opened, closed, open): {bad[:3]}"
 
 
 # --------------------------------------------------------------------------- subprocess
@@ -680,25 +672,21 @@ def test_sighup_reloads_the_config_file(milvus: MilvusLite, tmp_path: Path) -> N
         assert scrape(port).value("milvus_probe_config_last_reload_successful") == 1
 
 
-def test_sigterm_during_a_hung_cycle_exits_promptly(tmp_path: Path) -> None:
-    silent = SilentServer()
-    try:
-        with serve_process(tmp_path, "--uri", f"127.0.0.1:{silent.port}", "--alias", "hung",
-                           "--probe.timeout", "5s", "--probe.interval", "10s") as (process, port):
-            wait_until(lambda: scrape(port).value("milvus_probe_open_connections",
-                                                  alias="hung") == 1, 10, "a cycle in flight")
-            began = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            try:
-                code = process.wait(5)
-            except subprocess.TimeoutExpired:
-                code = None
-            took = time.monotonic() - began
-            assert code == 0, f"exit code {code}"
-            assert took < 2.0, f"shutdown took {took:.2f}s"
-        assert silent.connections, "the daemon never connected"
-    finally:
-        silent.stop()
+def test_sigterm_during_a_hung_cycle_exits_promptly(tmp_path: Path, silent: SilentServer) -> None:
+    with serve_process(tmp_path, "--uri", f"127.0.0.1:{silent.port}", "--alias", "hung",
+                       "--probe.timeout", "5s", "--probe.interval", "10s") as (process, port):
+        wait_until(lambda: scrape(port).value("milvus_probe_open_connections",
+                                              alias="hung") == 1, 10, "a cycle in flight")
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
+        took = time.monotonic() - began
+        assert code == 0, f"exit code {code}"
+        assert took < 2.0, f"shutdown took {took:.2f}s"
+    assert silent.connections, "the daemon never connected"
 
 
 # --------------------------------------------------------------------------- slow clients

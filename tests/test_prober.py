@@ -97,16 +97,12 @@ def test_dns() -> None:
     assert Phase.CONNECT not in result.phases  # nothing was dialled
 
 
-def test_timeout_when_server_accepts_and_never_answers() -> None:
-    silent = SilentServer()
-    try:
-        result = Prober().run(
-            target(
-                uri=f"127.0.0.1:{silent.port}", **{"probe.timeout": "300ms", "probe.interval": "1s"}
-            )
+def test_timeout_when_server_accepts_and_never_answers(silent: SilentServer) -> None:
+    result = Prober().run(
+        target(
+            uri=f"127.0.0.1:{silent.port}", **{"probe.timeout": "300ms", "probe.interval": "1s"}
         )
-    finally:
-        silent.stop()
+    )
     assert (result.reason, result.failed_phase) == (FailureReason.TIMEOUT, Phase.CONNECT)
     assert 0.3 <= result.duration < 2.0  # the deadline, not the 5 s default
 
