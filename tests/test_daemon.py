@@ -800,10 +800,26 @@ def test_secrets_never_leave_the_daemon(kind: str, daemon: DaemonFactory, tmp_pa
 
 def test_connect_is_not_repeated_when_a_later_step_of_its_cycle_fails(
         daemon: DaemonFactory) -> None:
-    """Connect registered the probe even though GetVersion then timed out: don't register again."""
+    """Connect registered the probe even though GetVersion then timed out: don't register again.
+
+    The first cycle's info step (Connect, then GetVersion) fails on GetVersion's timeout;
+    the cycles after it are within connect-interval, so they skip the info step and pass.
+    """
     with milvus_double(Behaviour(get_version_delay=0.5)) as double:
-        app = daemon(uri=double.address, **{"probe.interval": "200ms", "probe.timeout": "150ms",
-                                            "probe.connect-interval": "1h"})
+        app = daemon(uri=double.address, alias="db",
+                     **{"probe.interval": "200ms", "probe.timeout": "150ms",
+                        "probe.connect-interval": "1h"})
         wait_until(lambda: double.count("CheckHealth") >= 6, 10, "several cycles")
         assert double.count("Connect") == 1
-        assert app is not None
+        assert double.count("GetVersion") == 1  # nor is the failed step retried
+        state = app.health.state("db")
+        assert state is not None
+        first, *later = list(state.history)
+        assert first.reason is FailureReason.TIMEOUT
+        assert later and all(h.success for h in later), [h.reason for h in later]
+        m = scrape(app.port)
+        # Only the first cycle had an info phase, so its timeout was the info phase's.
+        assert m.value("milvus_probe_phase_duration_seconds_count", alias="db",
+                       phase="info") == 1
+        assert m.value("milvus_probe_failures_total", alias="db", reason="timeout") == 1
+        assert m.total("milvus_probe_failures_total", alias="db") == 1

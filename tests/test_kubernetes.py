@@ -278,26 +278,45 @@ def test_connection_failure_event_and_core_v1_fallback(
 def test_a_broken_events_api_never_stops_probing(
     discover: DiscoverFactory, kube: KubeApiDouble, milvus: MilvusLite
 ) -> None:
+    """Event posts that hang (the API server takes them and never answers) hold up the
+    Events worker only: both targets keep every slot meanwhile, the failing one included,
+    whose state change is the Event being posted; the post is counted as failed after."""
+    kube.hold_events = True
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", milvus.port))
-    kube.put_slice(endpoint_slice(NS, SVC, "proxy-9", "127.0.0.1", free_port()))
+    refused = free_port()
+    kube.put_slice(endpoint_slice(NS, SVC, "proxy-9", "127.0.0.1", refused))
     app = discover()
-    wait_until(lambda: app.discovery.synced.is_set(), 5, "first list")
-    kube.fail_next = 1000  # every request fails from now on, Event posts included
-    labels = pod_labels("proxy-0", milvus.address)
+    labels = [pod_labels("proxy-0", milvus.address), pod_labels("proxy-9", f"127.0.0.1:{refused}")]
+
+    def counts(name: str) -> list[float]:
+        return [value(app, name, **each) or 0 for each in labels]
+
+    try:
+        wait_until(lambda: kube.held_events >= 1, 10, "proxy-9's Event post to hang")
+        attempts, missed = counts("milvus_probe_attempts_total"), counts(
+            "milvus_probe_missed_cycles_total"
+        )
+        # 200 ms interval: 5 more cycles each take a second; 5 s is a loaded machine's slack.
+        wait_until(
+            lambda: all(
+                now >= then + 5
+                for now, then in zip(counts("milvus_probe_attempts_total"), attempts, strict=True)
+            ),
+            5,
+            "5 more cycles of both targets while the Event post hangs",
+        )
+        assert counts("milvus_probe_missed_cycles_total") == missed  # not one slot skipped
+        assert kube.held_events == 1  # the post is still hanging: nothing else was posted
+        assert (value(app, "milvus_probe_events_total", result="failed") or 0) == 0
+        assert kube.events == {}
+    finally:
+        kube.release_events()
     wait_until(
-        lambda: (
-            (value(app, "milvus_probe_events_total", result="failed") or 0) >= 1
-            or (value(app, "milvus_probe_discovery_errors_total", kind="api") or 0) >= 1
-        ),
-        10,
-        "failures to be counted",
+        lambda: (value(app, "milvus_probe_events_total", result="failed") or 0) == 1,
+        15,
+        "the hung post to be counted as failed",
     )
-    before = value(app, "milvus_probe_attempts_total", **labels) or 0
-    wait_until(
-        lambda: (value(app, "milvus_probe_attempts_total", **labels) or 0) >= before + 3,
-        5,
-        "probing to go on",
-    )
+    assert (value(app, "milvus_probe_events_total", result="created") or 0) == 0
 
 
 def assert_no_secret(kube: KubeApiDouble) -> None:
