@@ -433,27 +433,6 @@ def test_status_page(milvus: MilvusLite, daemon: DaemonFactory, tmp_path: Path) 
 # --------------------------------------------------------------------------- HTTP
 
 
-def test_http_paths_and_methods(daemon: DaemonFactory) -> None:
-    app = daemon(uri=refused_uri(), **{"probe.interval": "200ms", "probe.timeout": "150ms"})
-    port = app.port
-    status, body = text_of(port, "/nope")
-    assert status == 404 and "/nope" in body
-    assert status_of(port, "/metrics/") == 404
-
-    for method, path in (("POST", "/metrics"), ("DELETE", "/healthz"), ("PUT", "/readyz"),
-                         ("GET", "/-/reload"), ("POST", "/readyz/default")):
-        status, headers, _ = http_get(port, path, method=method)
-        assert status == 405, (method, path)
-        assert "GET" in headers["allow"] or "POST" in headers["allow"], headers
-    assert http_get(port, "/metrics", method="POST")[1]["allow"] == "GET"
-    assert http_get(port, "/-/reload", method="GET")[1]["allow"] == "POST, PUT"
-
-    status, _, head = http_get(port, "/healthz", method="HEAD")
-    assert status == 200 and head == b""
-    status, _, _ = http_get(port, "/readyz/default", method="HEAD")
-    assert status == 503  # the target is refused; HEAD answers like GET
-
-
 def raw_exchange(port: int, request: bytes) -> bytes:
     """Send `request` on a fresh connection and read until the server closes it."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
