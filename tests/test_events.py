@@ -42,7 +42,7 @@ class Rig:
     def __init__(self, kube: KubeApiDouble, tmp_path: Path) -> None:
         self.kube, self.clock = kube, FakeClock()
         self.results: list[str] = []
-        api = kube_config.new_client_from_config(config_file=str(kube.kubeconfig(tmp_path)))  # type: ignore[no-untyped-call]
+        api = kube_config.new_client_from_config(config_file=str(kube.kubeconfig(tmp_path)))
         self.recorder = EventRecorder(api, instance="probe-0", on_result=self.results.append,
                                       clock=self.clock)
         self.recorder.start()
