@@ -64,8 +64,8 @@ proto: venv
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. probe/milvus/wire.proto probe/pprof/profile.proto
 
 lint: venv
-	$(VENV)/bin/ruff check probe tests scripts bench
-	$(VENV)/bin/mypy probe bench
+	$(VENV)/bin/ruff check probe tests scripts bench kit
+	$(VENV)/bin/mypy probe bench kit
 	$(VENV)/bin/lint-imports --no-cache
 
 clean:

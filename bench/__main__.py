@@ -36,9 +36,10 @@ from bench import (
     scrape,
     standalone,
 )
-from bench.common import ROOT, Pinning, Settings, log, not_measured
+from bench.common import Pinning, Settings, log, not_measured
 from bench.side_by_side import measure_server
-from tests.support import start_milvus_lite
+from kit.milvus_lite import start_milvus_lite
+from kit.process import ROOT
 
 NO_HEALTH_V1 = "milvus-lite has no grpc.health.v1 (blackbox's only gRPC check)"
 DERIVED = ("limit", "fidelity", "peers", "cost")

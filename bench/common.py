@@ -1,37 +1,31 @@
-"""What every measurement family shares: statistics, /proc readings, HTTP, the daemon under test.
+"""What every measurement family shares: settings, statistics, the daemon under test.
 
 The daemon is always the real thing, `python -m probe serve --config.file F
---web.listen-address 127.0.0.1:PORT`, run as a subprocess (pinned to the client core)
-and measured from the outside: its HTTP endpoints and /proc/PID.
+--web.listen-address 127.0.0.1:PORT`, run as a subprocess (a `kit.process.Daemon`,
+pinned to the client core) and measured from the outside: its HTTP endpoints and
+/proc/PID (`kit.procfs`); its /metrics parsed by `kit.scrape.Scrape`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import math
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import free_port, http_get
+from kit.process import PYTHON, ROOT, Daemon
+from kit.procfs import core_busy_seconds
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 
 # --------------------------------------------------------------------------- settings
@@ -207,26 +201,6 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 # --------------------------------------------------------------------------- /proc
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, every thread included (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    # fields[0] is the state (field 3); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def core_busy_seconds(cpu: int | None) -> float:
-    """CPU time one core (or, for None, every core) spent busy since boot (/proc/stat)."""
-    name = "cpu" if cpu is None else f"cpu{cpu}"
-    with open("/proc/stat", encoding="ascii") as fh:
-        for line in fh:
-            fields = line.split()
-            if fields[0] == name:
-                user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-                return (user + nice + system + irq + softirq + steal) / CLK_TCK
-    raise ValueError(f"no {name} line in /proc/stat")
-
-
 @dataclass
 class CoreLoad:
     """How busy the client core was with *other* work while we measured something on it.
@@ -252,51 +226,7 @@ class CoreLoad:
         return max(busy - own_cpu_seconds, 0.0) / window if window > 0 else None
 
 
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM, Threads from /proc/PID/status (bytes for sizes)."""
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-                out[key] = int(value.split()[0]) * 1024
-            elif key == "Threads":
-                out[key] = int(value)
-    return out
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Sample name → [(labels, value)] of a Prometheus text exposition."""
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
-    return out
-
-
-def sample_sum(
-    metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, **match: str
-) -> float:
-    return sum(
-        v
-        for labels, v in metrics.get(name, [])
-        if all(labels.get(k) == w for k, w in match.items())
-    )
-
-
-def buckets(
-    metrics: dict[str, list[tuple[dict[str, str], float]]], name: str, **match: str
-) -> list[tuple[float, float]]:
-    """Cumulative (le, count) of a histogram, summed over series matching `match`."""
-    total: dict[float, float] = {}
-    for labels, value in metrics.get(f"{name}_bucket", []):
-        if all(labels.get(k) == w for k, w in match.items()):
-            le = float(labels["le"])
-            total[le] = total.get(le, 0.0) + value
-    return sorted(total.items())
+# --------------------------------------------------------------------------- histograms
 
 
 def bucket_delta(
@@ -371,129 +301,18 @@ def many_targets(addresses: Sequence[str], count: int) -> list[tuple[str, str]]:
     return [(f"t{i:0{width}d}", addresses[i % len(addresses)]) for i in range(count)]
 
 
-class DaemonError(RuntimeError):
-    pass
-
-
-@dataclass
-class Daemon:
-    """`python -m probe serve` as a subprocess on the client core, measured from outside."""
-
-    config: Path
-    pinning: Pinning
-    log_path: Path
-    extra_args: tuple[str, ...] = ()
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-    ready_after: float | None = None
-    """Seconds from spawning the process to the first `/readyz` 200."""
-    serving_after: float | None = None
-    """Seconds from spawning the process to the first HTTP answer (any status)."""
-
-    def __enter__(self) -> Daemon:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def start(self) -> None:
-        command = [
-            *self.pinning.client_prefix(),
-            PYTHON,
-            "-m",
-            "probe",
-            "serve",
-            "--config.file",
-            str(self.config),
-            "--web.listen-address",
-            f"127.0.0.1:{self.port}",
-            "--log.level",
-            "warn",
-            *self.extra_args,
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MILVUS_", "BENCH_"))}
-        with open(self.log_path, "ab") as log:
-            self.started_at = time.perf_counter()
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def wait_ready(self, timeout: float = 60.0, poll: float = 0.002) -> float:
-        """Poll /readyz until 200; the seconds since the process was spawned."""
-        assert self.process is not None
-        deadline = self.started_at + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise DaemonError(
-                    f"milvus-probe exited {self.process.returncode}: {self.log_tail()}"
-                )
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                status, _, _ = http_get(self.port, "/readyz", timeout=2.0)
-                if self.serving_after is None:
-                    self.serving_after = time.perf_counter() - self.started_at
-                if status == 200:
-                    self.ready_after = time.perf_counter() - self.started_at
-                    return self.ready_after
-            if time.perf_counter() > deadline:
-                raise DaemonError(f"milvus-probe not ready after {timeout:g}s: {self.log_tail()}")
-            time.sleep(poll)
-
-    def get(self, path: str, timeout: float = 60.0) -> bytes:
-        status, _, body = http_get(self.port, path, timeout=timeout)
-        if status != 200:
-            raise DaemonError(f"GET {path} answered {status}: {body[:300]!r}")
-        return body
-
-    def get_json(self, path: str) -> Any:
-        return json.loads(self.get(path))
-
-    def metrics(self, *names: str) -> tuple[float, dict[str, list[tuple[dict[str, str], float]]]]:
-        """(when, parsed /metrics) restricted to the sample `names` (`name[]=`, as Prometheus
-        can ask: a full page of thousands of targets costs the daemon seconds per scrape).
-
-        `when` is the monotonic middle of the request, when the daemon read its counters;
-        parsing happens after, so it never stretches a window.
-        """
-        query = "&".join(f"name[]={n}" for n in names)
-        before = time.monotonic()
-        body = self.get("/metrics" + (f"?{query}" if query else ""))
-        when = (before + time.monotonic()) / 2
-        return when, parse_metrics(body.decode())
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.pid)
-
-    def status(self) -> dict[str, int]:
-        return proc_status(self.pid)
-
-    def log_tail(self, size: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-size:]
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def probe_daemon(config: Path, pinning: Pinning, log_path: Path) -> Daemon:
+    """`python -m probe serve --config.file CONFIG` on the client core, its log appended to
+    `log_path`; `with` starts it, `wait_ready()` waits for /readyz."""
+    return Daemon(
+        log_path,
+        "--config.file",
+        str(config),
+        "--log.level",
+        "warn",
+        prefix=pinning.client_prefix(),
+        append_log=True,
+    )
 
 
 # --------------------------------------------------------------------------- workers

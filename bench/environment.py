@@ -11,8 +11,9 @@ import subprocess
 from typing import Any
 
 import probe
-from bench.common import ROOT, Pinning
+from bench.common import Pinning
 from bench.peers import blackbox_binary, blackbox_version
+from kit.process import ROOT
 
 PACKAGES = (
     "grpcio",

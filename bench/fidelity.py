@@ -20,21 +20,20 @@ from typing import Any
 
 from bench.common import (
     CoreLoad,
-    Daemon,
     Pinning,
     Settings,
     bucket_delta,
-    buckets,
     buckets_from_json,
     buckets_json,
     histogram_quantile,
+    probe_daemon,
     ratio,
-    sample_sum,
     summary,
     without_values,
     write_config,
 )
 from bench.delay_proxy import DelayProxy
+from kit.process import Daemon
 
 STEADY = "steady"
 DELAYED = "delayed"
@@ -73,7 +72,7 @@ def steady_run(
         overrides=overrides,
     )
     try:
-        with Daemon(config, pinning, workdir / "steady.log") as daemon:
+        with probe_daemon(config, pinning, workdir / "steady.log") as daemon:
             ready_after = daemon.wait_ready()
             time.sleep(WARMUP)
             t_before, before = daemon.metrics(*_NAMES)
@@ -91,8 +90,8 @@ def steady_run(
             proxy.stop()
 
     def delta(name: str, **match: str) -> float:
-        return sample_sum(after, name, alias=STEADY, **match) - sample_sum(
-            before, name, alias=STEADY, **match
+        return after.total(name, alias=STEADY, **match) - before.total(
+            name, alias=STEADY, **match
         )
 
     cycles = delta("milvus_probe_attempts_total")
@@ -102,8 +101,8 @@ def steady_run(
     in_window = [h for h in history if wall0 <= h["started_at"] <= wall1]
     durations = [h["duration_seconds"] for h in in_window if h["success"]]
     hist = bucket_delta(
-        buckets(after, "milvus_probe_duration_seconds", alias=STEADY),
-        buckets(before, "milvus_probe_duration_seconds", alias=STEADY),
+        after.buckets("milvus_probe_duration_seconds", alias=STEADY),
+        before.buckets("milvus_probe_duration_seconds", alias=STEADY),
     )
     phases = {}
     for phase in ("resolve", "connect", "rpc", "info", "close"):

@@ -24,17 +24,16 @@ from typing import Any
 
 from bench.common import (
     MIB,
-    PYTHON,
-    ROOT,
-    Daemon,
     Pinning,
     Settings,
     many_targets,
-    proc_status,
+    probe_daemon,
     run_worker,
     summary,
     write_config,
 )
+from kit.process import PYTHON, ROOT, Daemon, stop
+from kit.procfs import proc_status
 
 SETTLE = 1.0
 """Seconds after /readyz before RSS is read."""
@@ -70,7 +69,7 @@ def modules_after_start(config_path: str) -> dict[str, Any]:
 
 
 def _start_once(config: Path, pinning: Pinning, log: Path) -> tuple[Daemon, dict[str, Any]]:
-    daemon = Daemon(config, pinning, log)
+    daemon = probe_daemon(config, pinning, log)
     daemon.start()
     try:
         ready_after = daemon.wait_ready()
@@ -114,9 +113,7 @@ def floor(address: str, pinning: Pinning) -> dict[str, Any]:
                 f"{err.decode(errors='replace')[-2000:]}"
             )
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+        stop(worker, 0)
     return {
         "rss_bytes": status.get("VmRSS"),
         "rss_anon_bytes": status.get("RssAnon"),

@@ -24,14 +24,15 @@ import yaml
 from bench.common import (
     Pinning,
     Settings,
-    cpu_seconds,
     not_measured,
-    parse_metrics,
     ratio,
     run_worker,
     summary,
 )
-from tests.support import free_port, http_get
+from kit.net import free_port, http_get
+from kit.process import stop
+from kit.procfs import cpu_seconds
+from kit.scrape import Scrape
 
 ALIAS = "bench"
 
@@ -52,7 +53,7 @@ def measure_pymilvus(
     import pymilvus
 
     from bench.limit import paced
-    from tests.support import CountingProxy
+    from kit.proxy import CountingProxy
 
     uri = f"http://{address}"
 
@@ -167,9 +168,10 @@ def blackbox(address: str, settings: Settings, pinning: Pinning, workdir: Path) 
             start = time.perf_counter()
             _, _, body = http_get(port, path, timeout=10)
             wall = time.perf_counter() - start
-            samples = parse_metrics(body.decode())
-            success = samples.get("probe_success", [({}, 0.0)])[0][1] == 1.0
-            return wall, samples["probe_duration_seconds"][0][1], success
+            samples = Scrape(body.decode())
+            found = samples.find("probe_success")
+            success = bool(found) and found[0].value == 1.0
+            return wall, samples.find("probe_duration_seconds")[0].value, success
 
         for _ in range(5):
             probe()
@@ -199,12 +201,7 @@ def blackbox(address: str, settings: Settings, pinning: Pinning, workdir: Path) 
             "version": blackbox_version(binary),
         }
     finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, 5)
 
 
 def summarize(server: dict[str, Any]) -> dict[str, Any]:

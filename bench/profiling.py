@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import CoreLoad, Daemon, Pinning, Settings, many_targets, write_config
-from tests.support import http_get
+from bench.common import CoreLoad, Pinning, Settings, many_targets, probe_daemon, write_config
+from kit.net import http_get
 
 
 def measure(
@@ -30,7 +30,7 @@ def measure(
         workdir / "profiling.yaml", many_targets(addresses, count), interval=interval
     )
     windows: list[dict[str, Any]] = []
-    with Daemon(config, pinning, workdir / "profiling.log") as daemon:
+    with probe_daemon(config, pinning, workdir / "profiling.log") as daemon:
         daemon.wait_ready()
         time.sleep(interval + 1.0)  # steady state
         for _ in range(settings.profiling_rounds):

@@ -27,19 +27,18 @@ from typing import Any
 
 from bench.common import (
     CoreLoad,
-    Daemon,
     Pinning,
     Settings,
     bucket_delta,
-    buckets,
     buckets_json,
     histogram_quantile,
     log,
     many_targets,
+    probe_daemon,
     ratio,
-    sample_sum,
     write_config,
 )
+from kit.process import Daemon
 
 GOAL_RATE = 300
 MAX_LAG_P99 = 0.1
@@ -59,7 +58,7 @@ SETTLE_STEP = 1.0
 
 def _lag(daemon: Daemon) -> tuple[float, list[tuple[float, float]]]:
     when, samples = daemon.metrics(*_LAG)
-    return when, buckets(samples, "milvus_probe_schedule_lag_seconds")
+    return when, samples.buckets("milvus_probe_schedule_lag_seconds")
 
 
 def _settle(daemon: Daemon, limit: float) -> float:
@@ -92,7 +91,7 @@ def level(
         interval=interval,
         timeout=min(5.0, interval * 0.8),
     )
-    with Daemon(config, pinning, workdir / f"scale-{targets}.log") as daemon:
+    with probe_daemon(config, pinning, workdir / f"scale-{targets}.log") as daemon:
         ready_after = daemon.wait_ready(timeout=60 + targets / 50)
         # Steady state: every target is on its own phase one interval after start...
         steady_at = daemon.started_at + ready_after + interval + 1.0
@@ -113,7 +112,7 @@ def level(
         rss = daemon.status().get("VmRSS")
 
     def delta(name: str) -> float:
-        return sample_sum(totals_after, name) - sample_sum(totals_before, name)
+        return totals_after.total(name) - totals_before.total(name)
 
     window = t_after - t_before  # the lag histogram's window; the CPU's is t0..t1, inside it
     lag = bucket_delta(lag_after, lag_before)
@@ -121,10 +120,12 @@ def level(
     missed = delta("milvus_probe_missed_cycles_total")
     failures = delta("milvus_probe_failures_total")
     reasons: dict[str, float] = {}
-    for labels, value in totals_after.get("milvus_probe_failures_total", []):
-        reasons[labels["reason"]] = reasons.get(labels["reason"], 0.0) + value
-    for labels, value in totals_before.get("milvus_probe_failures_total", []):
-        reasons[labels["reason"]] = reasons.get(labels["reason"], 0.0) - value
+    for sample in totals_after.find("milvus_probe_failures_total"):
+        reason = sample.labels["reason"]
+        reasons[reason] = reasons.get(reason, 0.0) + sample.value
+    for sample in totals_before.find("milvus_probe_failures_total"):
+        reason = sample.labels["reason"]
+        reasons[reason] = reasons.get(reason, 0.0) - sample.value
     achieved = started / window
     cpu, cpu_window = cpu1 - cpu0, t1 - t0
     lag_p50, lag_p99 = histogram_quantile(0.5, lag), histogram_quantile(0.99, lag)

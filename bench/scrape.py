@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    Daemon,
     Pinning,
     Settings,
     many_targets,
+    probe_daemon,
     summary,
     write_config,
 )
-from tests.support import http_get
+from kit.net import http_get
 
 MIN_SCRAPES = 2
 """Fewest requests per scenario, whatever the budget (at 1,000 targets one takes seconds)."""
@@ -144,7 +144,7 @@ def measure(
         config = write_config(
             workdir / f"scrape-{count}.yaml", many_targets(addresses, count), interval=10.0
         )
-        with Daemon(config, pinning, workdir / f"scrape-{count}.log") as daemon:
+        with probe_daemon(config, pinning, workdir / f"scrape-{count}.log") as daemon:
             daemon.wait_ready(timeout=60 + count / 50)
             time.sleep(1.0)
             _, wire, gzipped = scrape(daemon.port, 120)  # also the first, cold scrape

@@ -24,8 +24,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, ROOT, Pinning, Settings, log, not_measured
+from bench.common import Pinning, Settings, log, not_measured
 from bench.raw import raw_cycle, server_version
+from kit.process import PYTHON, ROOT
 
 MILVUS_PACKAGE = "milvus==2.3.5"
 START_TIMEOUT = 180.0
@@ -172,7 +173,7 @@ def inside(settings: Settings, workdir: Path, skip_blackbox: bool) -> dict[str, 
 
 
 def _rss(pid: int) -> int | None:
-    from bench.common import proc_status
+    from kit.procfs import proc_status
 
     return proc_status(pid).get("VmRSS")
 

@@ -1,4 +1,5 @@
-"""Fixtures: a real milvus-lite server, Milvus doubles, certificates, and a running daemon."""
+"""Fixtures: real milvus-lite servers, a silent server, certificates, a running daemon, and
+a daemon discovering its targets from a Kubernetes API double."""
 
 from __future__ import annotations
 
@@ -11,13 +12,34 @@ import pytest
 
 from probe.app import App
 from probe.config import Sources, load
-from tests.support import Certs, MilvusLite, make_certs, start_milvus_lite
+from tests.kube_double import KubeApiDouble
+from tests.support import Certs, MilvusLite, SilentServer, make_certs, start_milvus_lite
 
 
 @pytest.fixture(scope="session")
 def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusLite]:
     """A real Milvus server (milvus-lite 3.2.2) shared by the session."""
     server = start_milvus_lite(tmp_path_factory.mktemp("milvus-lite"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusLite]:
+    """A second real Milvus server (another "pod"), shared by the session."""
+    server = start_milvus_lite(tmp_path_factory.mktemp("milvus-lite-b"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    """A server that accepts TCP connections and never says a word (a half-dead Milvus)."""
+    server = SilentServer()
     try:
         yield server
     finally:
@@ -52,6 +74,52 @@ def daemon() -> Iterator[DaemonFactory]:
     yield start
     for app in apps:
         app.stop()
+
+
+KUBE_NS, KUBE_SVC = "milvus", "milvus"
+"""Namespace and Service the `discover` fixture's daemon watches."""
+KUBE_TOKEN = "root:S3cr3t-Tok3n"
+"""The token of the discovered targets (the discovery template's)."""
+
+
+@pytest.fixture
+def kube() -> Iterator[KubeApiDouble]:
+    """A Kubernetes API server double (no kube-apiserver can run here) for namespace KUBE_NS."""
+    api = KubeApiDouble(KUBE_NS)
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+DiscoverFactory = Callable[..., App]
+
+
+@pytest.fixture
+def discover(daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path) -> DiscoverFactory:
+    """Start a daemon whose targets are the ready endpoints of Service KUBE_SVC, discovered
+    through `kube`, with Events on, probing every 200 ms (timeout 150 ms) and failing
+    readiness after one failure; keyword arguments override or add daemon options."""
+
+    def start(**extra: Any) -> App:
+        config = tmp_path / "probe.yaml"
+        config.write_text(f"discovery:\n  template:\n    token: {KUBE_TOKEN}\n")
+        flags = {
+            "config.file": str(config),
+            "discovery.kubernetes.enabled": "true",
+            "discovery.kubernetes.namespace": KUBE_NS,
+            "discovery.kubernetes.service": KUBE_SVC,
+            "discovery.kubernetes.include-service": "false",
+            "kubeconfig": str(kube.kubeconfig(tmp_path)),
+            "events.enabled": "true",
+            "probe.interval": "200ms",
+            "probe.timeout": "150ms",
+            "readiness.failure-threshold": "1",
+        }
+        flags.update(extra)
+        return daemon(**flags)
+
+    return start
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import os
 import random
 import select
 import socket
@@ -508,25 +507,6 @@ class RawMilvusDouble:
 
 
 # --------------------------------------------------------------------------- instruments
-
-
-def open_fds() -> int:
-    """File descriptors open in this process right now."""
-    return len(os.listdir("/proc/self/fd"))
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process (VmRSS)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def native_threads() -> int:
-    """Kernel threads of this process, gRPC's C threads included."""
-    return len(os.listdir("/proc/self/task"))
 
 
 POOL_WORKER_PREFIX = "probe_"

@@ -4,8 +4,8 @@ No kube-apiserver can run here, so the real `kubernetes` client talks to this HT
 server through a generated kubeconfig. It keeps a resourceVersion log like etcd's,
 streams watch events (ADDED/MODIFIED/DELETED/BOOKMARK), answers 410 Gone for versions
 older than its compaction point, can fail requests with 5xx, drop watch connections and
-restart, and records every Event posted. Objects are complete enough for the client's
-strict models.
+restart, hold Event posts (an API server that accepts them and never answers), and records
+every Event posted. Objects are complete enough for the client's strict models.
 """
 
 from __future__ import annotations
@@ -85,6 +85,11 @@ class KubeApiDouble:
         self.events_v1 = True
         """False: events.k8s.io/v1 answers 404 (an old API server)."""
         self.lists = 0
+        self.hold_events = False
+        """True: Event posts and patches hang until `release_events()`, then answer 500."""
+        self.held_events = 0
+        """Event requests held so far (counted when they start to hang)."""
+        self._release = threading.Event()
         self._generation = 0
         self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
@@ -107,8 +112,13 @@ class KubeApiDouble:
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         ).start()
 
+    def release_events(self) -> None:
+        """Let held Event requests (and any later ones) answer: 500, as a failed server would."""
+        self._release.set()
+
     def stop(self) -> None:
         """Stop serving and end every watch (an API server restart, when followed by start)."""
+        self.release_events()
         with self._lock:
             self._generation += 1
             self._lock.notify_all()
@@ -377,9 +387,21 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return json.loads(self.rfile.read(length) or b"{}")
 
+    def _held(self) -> bool:
+        """With `hold_events`: hang until released, then fail the request with 500."""
+        api = self.api
+        with api._lock:
+            if not api.hold_events:
+                return False
+            api.held_events += 1
+        api._release.wait()
+        with contextlib.suppress(OSError):  # the client may have given up meanwhile
+            self._status(500, "InternalError", "injected failure after a hang")
+        return True
+
     def do_POST(self) -> None:
         body = self._body()  # always consumed: the connection is kept alive
-        if self._failing():
+        if self._failing() or self._held():
             return
         path = urllib.parse.urlsplit(self.path).path
         match = EVENTS_V1.match(path)
@@ -407,7 +429,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         patch = self._body()
-        if self._failing():
+        if self._failing() or self._held():
             return
         path = urllib.parse.urlsplit(self.path).path
         match = EVENTS_V1.match(path) or EVENTS_CORE.match(path)

@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from kit.procfs import native_threads, open_fds, rss_bytes
 from probe.app import App
 from probe.config import Sources, load
 from tests.faults import (
@@ -46,9 +47,6 @@ from tests.faults import (
     bucket_delta,
     histogram_buckets,
     histogram_quantile,
-    native_threads,
-    open_fds,
-    rss_bytes,
     thread_census,
 )
 from tests.support import start_milvus_lite, wait_until

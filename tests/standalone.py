@@ -7,7 +7,8 @@ only a loopback interface. Everything that talks to it runs in that namespace to
 probe's HTTP endpoints (`Agent`, a small HTTP client that lives in the namespace).
 
 On the test side: `Netns` (create, run commands in, delete), `Standalone` (start and stop
-Milvus in a namespace, read its log), `Agent`, `Daemon` (`probe serve` in the namespace).
+Milvus in a namespace, read its log), `Agent`, `daemon()` (`probe serve` in the namespace:
+a `kit.process.Daemon` with an `ip netns exec` prefix, read through the agent).
 
 Run as a module, this file is what runs *inside* the namespace:
 
@@ -32,10 +33,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from kit.process import Daemon, clean_env
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -60,11 +63,6 @@ def require_netns() -> None:
         )
     if shutil.which("ip") is None:
         raise Unavailable("`ip` (iproute2) is not installed: apt-get install -y iproute2")
-
-
-def clean_env() -> dict[str, str]:
-    """The environment for the probe: no MILVUS_* variables leaking in from outside."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("MILVUS_")}
 
 
 # --------------------------------------------------------------------------- network namespace
@@ -313,6 +311,11 @@ class Agent:
         status, _, body = self.request(port, path, **kwargs)
         return status, body
 
+    def http(self, port: int, path: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+        """`request()` with the body as bytes: a `kit.process.Request`."""
+        status, headers, body = self.request(port, path, **kwargs)
+        return status, headers, body.encode("utf-8")
+
     def close(self) -> None:
         process = self._process
         assert process.stdin is not None and process.stdout is not None
@@ -329,62 +332,12 @@ class Agent:
 # --------------------------------------------------------------------------- probe daemon
 
 
-class Daemon:
-    """`python -m probe serve ...` in the namespace, its output in a file."""
-
-    def __init__(self, ns: Netns, agent: Agent, log_path: Path, port: int, *args: str) -> None:
-        self.agent, self.port, self.log_path = agent, port, log_path
-        with open(log_path, "wb") as log:
-            self.process = ns.popen(
-                PYTHON,
-                "-m",
-                "probe",
-                "serve",
-                "--web.listen-address",
-                f"127.0.0.1:{port}",
-                *args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def get(self, path: str, **kwargs: Any) -> tuple[int, str]:
-        return self.agent.get(self.port, path, **kwargs)
-
-    def serving(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(
-                f"the daemon exited {self.process.returncode}: "
-                f"{self.log_path.read_text(errors='replace')[-2000:]}"
-            )
-        try:
-            return self.get("/healthz", timeout=2)[0] == 200
-        except OSError:
-            return False
-
-    def stop(self) -> int:
-        """SIGTERM; the exit code (killed after 10 s if it does not exit)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-@contextlib.contextmanager
-def daemon(ns: Netns, agent: Agent, log_path: Path, port: int, *args: str) -> Iterator[Daemon]:
-    d = Daemon(ns, agent, log_path, port, *args)
-    try:
-        deadline = time.monotonic() + 30
-        while not d.serving():
-            if time.monotonic() > deadline:
-                raise AssertionError("the daemon did not serve /healthz within 30s")
-            time.sleep(0.02)
-        yield d
-    finally:
-        d.stop()
+def daemon(
+    ns: Netns, agent: Agent, log_path: Path, port: int, *args: str
+) -> contextlib.AbstractContextManager[Daemon]:
+    """`python -m probe serve ...` in the namespace, read through the agent; stopped with
+    SIGTERM (killed after 10 s) when the block ends."""
+    return Daemon(log_path, *args, port=port, prefix=ns.command(), request=agent.http).serving()
 
 
 # =========================================================================== in the namespace

@@ -1,21 +1,19 @@
-"""Test helpers: real servers to probe, and doubles for what real servers can't be made to do."""
+"""Test helpers: real servers to probe, and doubles for what real servers can't be made to do.
+
+What benchmarks need too lives in `kit` (processes, scrapes, /proc, milvus-lite, the
+counting proxy) and is re-exported here for the tests' convenience.
+"""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime
-import http.client
 import ipaddress
-import os
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,29 +22,23 @@ from typing import Any
 
 import grpc
 
+from kit.milvus_lite import MilvusLite as MilvusLite
+from kit.milvus_lite import milvus_lite_binary as milvus_lite_binary
+from kit.milvus_lite import start_milvus_lite as start_milvus_lite
+from kit.net import free_port as free_port
+from kit.net import http_get as http_get
+from kit.process import Daemon
+from kit.procfs import open_fds as open_fds
+from kit.proxy import CountingProxy as CountingProxy
+from kit.scrape import Sample as Sample
+from kit.scrape import Scrape as Scrape
+from kit.scrape import scrape as scrape
+from kit.wait import wait_until as wait_until
 from probe.config import Sources, load
 from probe.milvus import wire_pb2 as wire
 from probe.targets import Target
 
 SERVICE = "milvus.proto.milvus.MilvusService"
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def target(**fields: Any) -> Target:
@@ -58,99 +50,18 @@ def target(**fields: Any) -> Target:
     return config.targets[0]
 
 
-def http_get(
-    port: int,
-    path: str,
-    method: str = "GET",
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-    timeout: float = 10.0,
-) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        conn.close()
+def attempts(port: int, alias: str) -> float:
+    """milvus_probe_attempts_total of `alias` on the daemon at PORT (0 before its first)."""
+    return scrape(port).value("milvus_probe_attempts_total", alias=alias) or 0.0
 
 
-# --------------------------------------------------------------------------- milvus-lite
-
-
-@dataclass
-class MilvusLite:
-    """A real Milvus server (milvus-lite) on 127.0.0.1."""
-
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def milvus_lite_binary() -> str:
-    found = Path(sys.executable).parent / "milvus-lite"
-    if found.exists():
-        return str(found)
-    which = shutil.which("milvus-lite")
-    if which is None:
-        raise RuntimeError(
-            "milvus-lite is not installed: `pip install -e .[test]` "
-            "(make test does it) installs milvus-lite==3.2.2 and pymilvus"
-        )
-    return which
-
-
-def start_milvus_lite(data_dir: Path, port: int | None = None) -> MilvusLite:
-    port = port or free_port()
-    log_path = data_dir / "milvus-lite.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                milvus_lite_binary(),
-                "server",
-                "--data-dir",
-                str(data_dir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = MilvusLite(port, process, log_path)
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"milvus-lite exited: {log_path.read_text()[-2000:]}")
-        channel = grpc.insecure_channel(server.address)
-        try:
-            call = channel.unary_unary(
-                f"/{SERVICE}/CheckHealth",
-                request_serializer=wire.CheckHealthRequest.SerializeToString,
-                response_deserializer=wire.CheckHealthResponse.FromString,
-            )
-            return bool(call(wire.CheckHealthRequest(), timeout=1).isHealthy)
-        except grpc.RpcError:
-            return False
-        finally:
-            channel.close()
-
-    wait_until(answers, 60, "milvus-lite to answer CheckHealth")
-    return server
+@contextmanager
+def serve_process(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`python -m probe serve ARGS` (a `kit.process.Daemon`) on a free port, once it serves
+    /healthz; killed afterwards if still running (tests of the shutdown signal it themselves)."""
+    with Daemon(tmp_path / "daemon.log", *args, grace=0).serving() as daemon:
+        assert daemon.process is not None
+        yield daemon.process, daemon.port
 
 
 # --------------------------------------------------------------------------- Milvus double
@@ -307,89 +218,6 @@ def milvus_double(behaviour: Behaviour | None = None, **kwargs: Any) -> Iterator
 # --------------------------------------------------------------------------- TCP proxy
 
 
-class CountingProxy:
-    """A TCP proxy that counts the connections it accepts and sees closed by the client.
-
-    Server-side evidence that each probe cycle opened one connection and closed it.
-    `delay` holds every server→client chunk back that long (an injected latency).
-    """
-
-    def __init__(self, upstream: tuple[str, int], delay: float = 0.0) -> None:
-        self.upstream, self.delay = upstream, delay
-        self.accepted = 0
-        self.closed = 0
-        self._lock = threading.Lock()
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(128)
-        self.port = int(self._sock.getsockname()[1])
-        self._stopping = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def counts(self) -> tuple[int, int]:
-        with self._lock:
-            return self.accepted, self.closed
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._sock.close()
-
-    def _accept(self) -> None:
-        while not self._stopping:
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.accepted += 1
-            upstream = socket.create_connection(self.upstream)
-            pair = _Pair(client, upstream)
-            threading.Thread(
-                target=self._pipe, args=(client, upstream, True, pair), daemon=True
-            ).start()
-            threading.Thread(
-                target=self._pipe, args=(upstream, client, False, pair), daemon=True
-            ).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, from_client: bool, pair: _Pair) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if not from_client and self.delay:
-                    time.sleep(self.delay)  # the injected fault itself, not synchronisation
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-            if from_client:
-                with self._lock:
-                    self.closed += 1
-            pair.done()
-
-
-class _Pair:
-    """Both sockets of a proxied connection, closed when both directions have ended."""
-
-    def __init__(self, *sockets: socket.socket) -> None:
-        self.sockets, self.remaining, self.lock = sockets, 2, threading.Lock()
-
-    def done(self) -> None:
-        with self.lock:
-            self.remaining -= 1
-            last = self.remaining == 0
-        if last:
-            for sock in self.sockets:
-                sock.close()
-
-
 class SilentServer:
     """Accepts TCP connections and never says a word (a half-dead server)."""
 
@@ -537,7 +365,3 @@ def make_certs(directory: Path) -> Certs:
         directory / "client.key",
         paths["other_ca"],
     )
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))

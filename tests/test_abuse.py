@@ -12,7 +12,6 @@ are the daemon's.
 from __future__ import annotations
 
 import json
-import re
 import selectors
 import socket
 import statistics
@@ -23,10 +22,20 @@ from pathlib import Path
 
 import pytest
 
+from kit.process import thread_names
+from kit.procfs import open_fds
 from probe.web import MAX_BODY, READ_TIMEOUT
 from tests.conftest import DaemonFactory
-from tests.support import http_get, milvus_double, wait_until
-from tests.test_daemon import Scrape, attempts, raw_exchange, scrape, serve_process
+from tests.support import (
+    Scrape,
+    attempts,
+    http_get,
+    milvus_double,
+    scrape,
+    serve_process,
+    wait_until,
+)
+from tests.test_daemon import raw_exchange
 
 HEALTHZ_BUDGET = 0.100
 SCRAPE_STORM_HEALTHZ_BUDGET = 0.250
@@ -79,16 +88,9 @@ class ClosedBy:
 # --------------------------------------------------------------------------- idle connections
 
 
-def daemon_threads(port: int) -> list[str]:
-    """The daemon's Python threads, by name, as its own /debug/pprof/goroutine?debug=2 lists."""
-    status, _, body = http_get(port, "/debug/pprof/goroutine?debug=2", timeout=15)
-    assert status == 200
-    return re.findall(r'^thread \d+ "([^"]*)"', body.decode("utf-8"), re.M)
-
-
 def connection_threads(port: int) -> int:
     """Threads the daemon's HTTP server runs for connections, minus the one asking."""
-    return sum("process_request_thread" in name for name in daemon_threads(port)) - 1
+    return sum("process_request_thread" in name for name in thread_names(port)) - 1
 
 
 def open_idle(port: int, count: int) -> list[socket.socket]:
@@ -109,11 +111,11 @@ def test_a_thousand_idle_connections(tmp_path: Path) -> None:
     with milvus_double() as double, \
             serve_process(tmp_path, "--uri", double.address, "--alias", "db",
                           *FAST_FLAGS) as (process, port):
-        fds = Path(f"/proc/{process.pid}/fd")
+        pid = process.pid
         wait_until(lambda: attempts(port, "db") >= 5, 10, "the first cycles")
         wait_until(lambda: connection_threads(port) == 0, 5, "no request in flight")
-        baseline = len(daemon_threads(port))
-        fd_baseline = len(list(fds.iterdir()))
+        baseline = len(thread_names(port))
+        fd_baseline = open_fds(pid)
         before, began = scrape(port), time.monotonic()
         latencies: list[float] = []
         idle: list[socket.socket] = []
@@ -122,7 +124,7 @@ def test_a_thousand_idle_connections(tmp_path: Path) -> None:
             # 1. A thousand idle connections, accepted, holding no thread.
             opened_at = time.monotonic()
             idle = open_idle(port, 1000)
-            wait_until(lambda: len(list(fds.iterdir())) >= fd_baseline + 1000, 20,
+            wait_until(lambda: open_fds(pid) >= fd_baseline + 1000, 20,
                        "the server to accept every connection")
             assert connection_threads(port) <= 1, "a silent connection must not hold a thread"
             for _ in range(10):
@@ -153,11 +155,11 @@ def test_a_thousand_idle_connections(tmp_path: Path) -> None:
             # 3. Twice more a thousand, closed by the clients at once.
             for _ in range(2):
                 idle = open_idle(port, 1000)
-                wait_until(lambda: len(list(fds.iterdir())) >= fd_baseline + 1000, 20,
+                wait_until(lambda: open_fds(pid) >= fd_baseline + 1000, 20,
                            "the server to accept every connection")
                 for sock in idle:
                     sock.close()
-                wait_until(lambda: len(list(fds.iterdir())) <= fd_baseline + 5, 10,
+                wait_until(lambda: open_fds(pid) <= fd_baseline + 5, 10,
                            "the server to let go of them")
                 latencies.append(healthz(port)[1])
         finally:
@@ -165,7 +167,7 @@ def test_a_thousand_idle_connections(tmp_path: Path) -> None:
                 watcher.close()
             for sock in idle:
                 sock.close()
-        wait_until(lambda: len(daemon_threads(port)) <= baseline, 10,
+        wait_until(lambda: len(thread_names(port)) <= baseline, 10,
                    f"the daemon's thread count to return to {baseline}")
         # Let a few more slots pass, so that slots missed at the very end are counted too.
         last_seen = attempts(port, "db")

@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from kit.process import Daemon
 from tests.standalone import (
     Agent,
-    Daemon,
     Netns,
     Spec,
     Standalone,
@@ -36,7 +35,7 @@ from tests.standalone import (
     daemon,
     require_netns,
 )
-from tests.support import Certs, wait_until
+from tests.support import Certs, Scrape, wait_until
 
 VERSION = "v2.3.5-lite"
 """What the PyPI standalone answers to GetVersion."""
@@ -208,36 +207,6 @@ def tls2(servers: Servers) -> Server:
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-class Scrape:
-    def __init__(self, text: str) -> None:
-        self.samples = [
-            (s.name, dict(s.labels), s.value)
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        ]
-
-    def find(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
-        return [
-            (ls, v)
-            for n, ls, v in self.samples
-            if n == name and all(ls.get(k) == w for k, w in labels.items())
-        ]
-
-    def value(self, name: str, **labels: str) -> float:
-        found = self.find(name, **labels)
-        assert len(found) == 1, f"{name}{labels} matches {len(found)} series"
-        return found[0][1]
-
-    def total(self, name: str, **labels: str) -> float:
-        return sum(v for _, v in self.find(name, **labels))
-
-
-def scrape(d: Daemon) -> Scrape:
-    status, body = d.get("/metrics")
-    assert status == 200, body
-    return Scrape(body)
 
 
 # --------------------------------------------------------------------------- authorization
@@ -417,14 +386,14 @@ FAILURE_THRESHOLD = 3
 
 
 def _failures(d: Daemon, alias: str) -> float:
-    return scrape(d).total("milvus_probe_failures_total", alias=alias)
+    return d.scrape().total("milvus_probe_failures_total", alias=alias)
 
 
 def _reasons(m: Scrape, alias: str, since: dict[str, float] | None = None) -> dict[str, float]:
     """Failures by reason (the non-zero ones), counted from `since`."""
     since = since or {}
-    found = {ls["reason"]: v - since.get(ls["reason"], 0)
-             for ls, v in m.find("milvus_probe_failures_total", alias=alias)}
+    found = {s.labels["reason"]: s.value - since.get(s.labels["reason"], 0)
+             for s in m.find("milvus_probe_failures_total", alias=alias)}
     return {reason: n for reason, n in found.items() if n}
 
 
@@ -441,16 +410,16 @@ def test_daemon_follows_milvus_down_and_back_up(plain: Server) -> None:
         "--readiness.success-threshold", "1",
     ) as d:
         wait_until(lambda: d.get(f"/readyz/{alias}")[0] == 200, 10, "the target to pass")
-        m = scrape(d)
-        assert m.value("milvus_probe_success", alias=alias) == 1
-        (info, _), = m.find("milvus_probe_server_info", alias=alias)
-        assert (info["version"], info["deploy_mode"]) == (VERSION, "STANDALONE")
+        m = d.scrape()
+        assert m.one("milvus_probe_success", alias=alias) == 1
+        (info,) = m.find("milvus_probe_server_info", alias=alias)
+        assert (info.labels["version"], info.labels["deploy_mode"]) == (VERSION, "STANDALONE")
         port = plain.milvus.port
         live: list[int] = []
 
         # Down: /readyz/<alias> passes until the third consecutive failure is recorded.
         base = _failures(d, alias)
-        reasons_before = _reasons(scrape(d), alias)
+        reasons_before = _reasons(d.scrape(), alias)
         plain.milvus.stop()
         stopped, stopped_at = time.monotonic(), time.time()
         seen: list[tuple[float, int, float]] = []
@@ -476,12 +445,12 @@ def test_daemon_follows_milvus_down_and_back_up(plain: Server) -> None:
         # a loaded host).
         assert took < FAILURE_THRESHOLD * INTERVAL + 1.0, f"503 after {took:.2f}s"
 
-        m = scrape(d)
+        m = d.scrape()
         reasons = _reasons(m, alias, since=reasons_before)
         assert reasons.get("refused", 0) >= FAILURE_THRESHOLD - 1, reasons
         # (one cycle may have caught Milvus shutting down, with another reason)
         assert sum(reasons.values()) - reasons.get("refused", 0) <= 1, reasons
-        assert m.value("milvus_probe_success", alias=alias) == 0
+        assert m.one("milvus_probe_success", alias=alias) == 0
         status, body = d.get(f"/readyz/{alias}")
         assert status == 503, body
         assert re.fullmatch(r"failing: refused \(\d+ consecutive failure\(s\)\)\n", body), body
@@ -505,14 +474,14 @@ def test_daemon_follows_milvus_down_and_back_up(plain: Server) -> None:
         history = json.loads(trace)["history"]
         first_success = next(h for h in history if h["success"] and h["started_at"] > stopped_at)
         late = first_success["started_at"] - healthy_at
-        lag = scrape(d).find("milvus_probe_schedule_lag_seconds_sum")
+        lag = d.scrape().find("milvus_probe_schedule_lag_seconds_sum")
         assert late <= INTERVAL + 0.25, (
             f"the first successful cycle started {late:.3f}s after Milvus answered "
             f"(interval {INTERVAL}s; schedule lag {lag}); history {history}"
         )
         # ... and readiness follows at once (success threshold 1); generous for a loaded host
         assert waited <= INTERVAL + 1.0, f"/readyz/{alias} passed {waited:.2f}s after Milvus"
-        assert scrape(d).value("milvus_probe_success", alias=alias) == 1
+        assert d.scrape().one("milvus_probe_success", alias=alias) == 1
         assert set(live) == {200}, f"/healthz answered {sorted(set(live))}: it follows Milvus"
         assert d.stop() == 0
     log = d.log_path.read_text()
@@ -534,7 +503,7 @@ def test_connect_registers_once_per_connect_interval(plain: Server) -> None:
     ) as d:
 
         def attempts() -> float:
-            return scrape(d).value("milvus_probe_attempts_total", alias=alias)
+            return d.scrape().one("milvus_probe_attempts_total", alias=alias)
 
         wait_until(lambda: attempts() >= cycles_wanted, cycles_wanted * interval * 3,
                    f"{cycles_wanted} cycles")
@@ -550,9 +519,9 @@ def test_connect_registers_once_per_connect_interval(plain: Server) -> None:
         # (if any) that was in flight while the log was read.
         counted = attempts()
         wait_until(lambda: attempts() >= counted + 2, 5, "two more cycles")
-        m = scrape(d)
-        cycles = m.value("milvus_probe_attempts_total", alias=alias)
-        missed = m.value("milvus_probe_missed_cycles_total", alias=alias)
+        m = d.scrape()
+        cycles = m.one("milvus_probe_attempts_total", alias=alias)
+        missed = m.one("milvus_probe_missed_cycles_total", alias=alias)
         failures = _reasons(m, alias)
     slots = cycles + missed  # time passes for skipped slots too
     bound = 1 + slots * interval / connect_interval

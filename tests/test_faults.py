@@ -30,7 +30,6 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from probe.app import App
 from probe.health import TargetState
@@ -48,10 +47,18 @@ from tests.faults import (
     ThreadCensus,
     check_health_bytes,
     histogram_quantile,
-    open_fds,
     thread_census,
 )
-from tests.support import MilvusLite, free_port, http_get, target, wait_until
+from tests.support import (
+    MilvusLite,
+    Scrape,
+    free_port,
+    http_get,
+    open_fds,
+    scrape,
+    target,
+    wait_until,
+)
 
 FAULTY, HEALTHY_ALIAS = "faulty", "healthy"
 HEALTHY_INTERVAL = 0.5
@@ -63,26 +70,6 @@ MAX_WORKERS_IN_USE = 2
 
 
 # --------------------------------------------------------------------------- scraping
-
-
-class Scrape:
-    def __init__(self, text: str) -> None:
-        self.samples = [
-            (s.name, dict(s.labels), s.value)
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-        ]
-
-    def value(self, name: str, **labels: str) -> float:
-        found = [
-            v for n, ls, v in self.samples
-            if n == name and all(ls.get(k) == want for k, want in labels.items())
-        ]
-        assert len(found) == 1, f"{name}{labels}: {len(found)} samples"
-        return found[0]
-
-    def buckets(self, name: str) -> dict[float, float]:
-        return {float(ls["le"]): v for n, ls, v in self.samples if n == f"{name}_bucket"}
 
 
 def throttled(predicate: Callable[[], Any], period: float = 0.025) -> Callable[[], Any]:
@@ -99,12 +86,6 @@ def throttled(predicate: Callable[[], Any], period: float = 0.025) -> Callable[[
         return predicate()
 
     return check
-
-
-def scrape(port: int) -> Scrape:
-    status, _, body = http_get(port, "/metrics")
-    assert status == 200
-    return Scrape(body.decode())
 
 
 def status_of(port: int, path: str) -> int:
@@ -245,9 +226,9 @@ class Rig:
         def balanced() -> Scrape | None:
             m = scrape(self.port)
             for alias in (FAULTY, HEALTHY_ALIAS):
-                opened = m.value("milvus_probe_connections_opened_total", alias=alias)
-                closed = m.value("milvus_probe_connections_closed_total", alias=alias)
-                if opened != closed or m.value("milvus_probe_open_connections", alias=alias):
+                opened = m.one("milvus_probe_connections_opened_total", alias=alias)
+                closed = m.one("milvus_probe_connections_closed_total", alias=alias)
+                if opened != closed or m.one("milvus_probe_open_connections", alias=alias):
                     return None
             return m
 
@@ -258,7 +239,7 @@ class Rig:
         assert counts.accepted == counts.closed
         m = wait_until(throttled(balanced, 0.05), 5, "open_connections 0 and opened == closed")
         # Every connection the proxy accepted (read first) is one the probe opened and counted.
-        assert counts.accepted <= m.value("milvus_probe_connections_opened_total", alias=FAULTY)
+        assert counts.accepted <= m.one("milvus_probe_connections_opened_total", alias=FAULTY)
 
     def assert_clean(self, base: Footprint) -> None:
         self.assert_connections_balanced()
@@ -270,9 +251,9 @@ class Rig:
         m = scrape(self.port)
         return ScheduleWindow(
             time.monotonic(),
-            m.buckets("milvus_probe_schedule_lag_seconds"),
-            m.value("milvus_probe_attempts_total", alias=HEALTHY_ALIAS),
-            m.value("milvus_probe_missed_cycles_total", alias=HEALTHY_ALIAS),
+            dict(m.buckets("milvus_probe_schedule_lag_seconds")),
+            m.one("milvus_probe_attempts_total", alias=HEALTHY_ALIAS),
+            m.one("milvus_probe_missed_cycles_total", alias=HEALTHY_ALIAS),
         )
 
     def assert_schedule_undisturbed(self, window: ScheduleWindow) -> None:
@@ -280,11 +261,11 @@ class Rig:
         elapsed = time.monotonic() - window.began
         lag = {
             le: count - window.lag[le]
-            for le, count in m.buckets("milvus_probe_schedule_lag_seconds").items()
+            for le, count in dict(m.buckets("milvus_probe_schedule_lag_seconds")).items()
         }
         p99 = histogram_quantile(0.99, lag)
-        attempts = m.value("milvus_probe_attempts_total", alias=HEALTHY_ALIAS) - window.attempts
-        missed = m.value("milvus_probe_missed_cycles_total", alias=HEALTHY_ALIAS) - window.missed
+        attempts = m.one("milvus_probe_attempts_total", alias=HEALTHY_ALIAS) - window.attempts
+        missed = m.one("milvus_probe_missed_cycles_total", alias=HEALTHY_ALIAS) - window.missed
         expected = elapsed / HEALTHY_INTERVAL
         assert p99 <= 0.1 * HEALTHY_INTERVAL, f"schedule lag p99 {p99 * 1000:.1f} ms: {lag}"
         assert missed == 0
@@ -462,7 +443,7 @@ def test_reset_mid_rpc_is_unavailable(rig: Callable[..., Rig]) -> None:
     assert "result    failure reason=unavailable phase=rpc" in trace, trace
     assert "reset by peer" in trace.lower(), trace
     m = scrape(r.port)
-    assert m.value("milvus_probe_failures_total", alias=FAULTY, reason="unavailable") >= 3
+    assert m.one("milvus_probe_failures_total", alias=FAULTY, reason="unavailable") >= 3
 
     r.wait_recovered()
     r.assert_clean(base)
@@ -491,9 +472,9 @@ def test_never_answering_server_is_a_connect_timeout(rig: Callable[..., Rig]) ->
     r.wait_recovered()
     # The ledger balances (what the metrics export). The sockets themselves stay open for
     # a while: test_never_answering_server_sees_its_connections_closed_with_the_cycle.
-    m = wait_until(throttled(lambda: (s := scrape(r.port)).value(
+    m = wait_until(throttled(lambda: (s := scrape(r.port)).one(
         "milvus_probe_open_connections", alias=FAULTY) == 0 and s, 0.05), 5, "open_connections 0")
-    assert m.value("milvus_probe_connections_opened_total", alias=FAULTY) == m.value(
+    assert m.one("milvus_probe_connections_opened_total", alias=FAULTY) == m.one(
         "milvus_probe_connections_closed_total", alias=FAULTY)
 
 
@@ -676,7 +657,7 @@ def test_bad_answers_get_a_bounded_reason_and_the_loop_goes_on(case: str,
         port = app.port
 
         def failures() -> float:
-            return scrape(port).value("milvus_probe_failures_total", alias="raw",
+            return scrape(port).one("milvus_probe_failures_total", alias="raw",
                                       reason=reason.value)
 
         wait_until(throttled(lambda: failures() >= 2, 0.05), 15, f"two {reason} failures")
@@ -697,17 +678,17 @@ def test_bad_answers_get_a_bounded_reason_and_the_loop_goes_on(case: str,
 
         # The loop goes on: more cycles, still live, and it recovers when the answers do.
         m = scrape(port)
-        attempts = m.value("milvus_probe_attempts_total", alias="raw")
-        wait_until(throttled(lambda: scrape(port).value("milvus_probe_attempts_total", alias="raw")
+        attempts = m.one("milvus_probe_attempts_total", alias="raw")
+        wait_until(throttled(lambda: scrape(port).one("milvus_probe_attempts_total", alias="raw")
                              >= attempts + 3, 0.05), 15, "three more cycles")
         assert status_of(port, "/healthz") == 200
         double.answer = HEALTHY
-        wait_until(throttled(lambda: scrape(port).value("milvus_probe_success", alias="raw") == 1,
+        wait_until(throttled(lambda: scrape(port).one("milvus_probe_success", alias="raw") == 1,
                              0.05), 15, "a success once the answers are good again")
-        m = wait_until(throttled(lambda: (s := scrape(port)).value(
+        m = wait_until(throttled(lambda: (s := scrape(port)).one(
             "milvus_probe_open_connections", alias="raw") == 0 and s, 0.05), 5,
             "no open connection")
-        assert m.value("milvus_probe_connections_opened_total", alias="raw") == m.value(
+        assert m.one("milvus_probe_connections_opened_total", alias="raw") == m.one(
             "milvus_probe_connections_closed_total", alias="raw")
 
 

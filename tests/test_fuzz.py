@@ -459,17 +459,8 @@ HEALTHZ_BUDGET = 0.100
 """Seconds /healthz may take between two fuzz requests: the issue's requirement."""
 
 
-class Daemon:
-    def __init__(self, app: App, double: MilvusDouble) -> None:
-        self.app, self.double = app, double
-
-    @property
-    def port(self) -> int:
-        return self.app.port
-
-
 @pytest.fixture(scope="module")
-def router_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def router_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     """One daemon for the whole fuzz run: a healthy target, a refused one, a unicode alias."""
     double = MilvusDouble()
     config = tmp_path_factory.mktemp("fuzz-router") / "probe.yaml"
@@ -484,7 +475,7 @@ def router_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     app = App(load(sources), load_config=lambda: load(sources))
     app.start()
     try:
-        yield Daemon(app, double)
+        yield app
     finally:
         app.stop()
         double.stop()
@@ -672,7 +663,7 @@ def parse_response(response: bytes) -> tuple[int, dict[str, str], bytes]:
 
 @ROUTER_SETTINGS
 @given(request=requests())
-def test_router_answers_every_request(router_daemon: Daemon, request: Request) -> None:
+def test_router_answers_every_request(router_daemon: App, request: Request) -> None:
     method, path = request.method, request.path
     port = router_daemon.port
     response, ended = exchange(port, request.raw)
@@ -709,7 +700,7 @@ FOUND_REQUESTS = {
 
 
 @pytest.mark.parametrize("name", sorted(FOUND_REQUESTS))
-def test_requests_the_fuzzer_found(router_daemon: Daemon, name: str) -> None:
+def test_requests_the_fuzzer_found(router_daemon: App, name: str) -> None:
     response, ended = exchange(router_daemon.port, FOUND_REQUESTS[name])
     status, _, body = parse_response(response)
     assert 200 <= status < 500, f"{status}: {body[:200]!r}"
@@ -717,7 +708,7 @@ def test_requests_the_fuzzer_found(router_daemon: Daemon, name: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/metrics", "/healthz", "/readyz", "/"])
-def test_head_advertises_the_length_of_get(router_daemon: Daemon, path: str) -> None:
+def test_head_advertises_the_length_of_get(router_daemon: App, path: str) -> None:
     """HEAD's Content-Length is what GET would send (RFC 9110 §9.3.2), or absent — never 0.
 
     Every GET here has a body, so a HEAD that says `Content-Length: 0` describes a

@@ -6,67 +6,24 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from probe.app import App
 from probe.config import Sources, load
 from probe.targets import Target
 from probe.targets.kubernetes import DiscoveryOptions, Shard, targets_from_slices
-from tests.conftest import DaemonFactory
+from tests.conftest import KUBE_NS, KUBE_SVC, KUBE_TOKEN, DiscoverFactory
 from tests.kube_double import KubeApiDouble, endpoint_slice
 from tests.support import (
     Behaviour,
     MilvusLite,
     free_port,
     milvus_double,
-    start_milvus_lite,
     wait_until,
 )
 
-NS, SVC = "milvus", "milvus"
-TOKEN = "root:S3cr3t-Tok3n"
-
-
-@pytest.fixture
-def kube() -> Iterator[KubeApiDouble]:
-    api = KubeApiDouble(NS)
-    try:
-        yield api
-    finally:
-        api.stop()
-
-
-@pytest.fixture(scope="session")
-def milvus_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusLite]:
-    """A second real Milvus, the second "pod"."""
-    server = start_milvus_lite(tmp_path_factory.mktemp("milvus-lite-b"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def discover(daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path, **extra: Any) -> App:
-    config = tmp_path / "probe.yaml"
-    config.write_text(f"discovery:\n  template:\n    token: {TOKEN}\n")
-    flags = {
-        "config.file": str(config),
-        "discovery.kubernetes.enabled": "true",
-        "discovery.kubernetes.namespace": NS,
-        "discovery.kubernetes.service": SVC,
-        "discovery.kubernetes.include-service": "false",
-        "kubeconfig": str(kube.kubeconfig(tmp_path)),
-        "events.enabled": "true",
-        "probe.interval": "200ms",
-        "probe.timeout": "150ms",
-        "readiness.failure-threshold": "1",
-    }
-    flags.update(extra)
-    return daemon(**flags)
+NS, SVC, TOKEN = KUBE_NS, KUBE_SVC, KUBE_TOKEN
 
 
 def value(app: App, name: str, **labels: str) -> float | None:
@@ -94,14 +51,13 @@ def series_aliases(app: App) -> set[str]:
 
 
 def test_pods_appear_and_disappear_with_their_series(
-    daemon: DaemonFactory,
+    discover: DiscoverFactory,
     kube: KubeApiDouble,
-    tmp_path: Path,
     milvus: MilvusLite,
     milvus_b: MilvusLite,
 ) -> None:
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", milvus.port))
-    app = discover(daemon, kube, tmp_path)
+    app = discover()
     labels0 = pod_labels("proxy-0", milvus.address)
     wait_until(
         lambda: value(app, "milvus_probe_success", **labels0) == 1, 5, "proxy-0 probed and up"
@@ -128,11 +84,11 @@ def test_pods_appear_and_disappear_with_their_series(
 
 
 def test_not_ready_and_terminating_endpoints_are_dropped(
-    daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path, milvus: MilvusLite
+    discover: DiscoverFactory, kube: KubeApiDouble, milvus: MilvusLite
 ) -> None:
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", milvus.port))
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-1", "127.0.0.1", milvus.port, ready=False))
-    app = discover(daemon, kube, tmp_path)
+    app = discover()
     wait_until(lambda: aliases(app) == {"milvus/proxy-0"}, 5, "only the ready pod")
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", milvus.port, terminating=True))
     wait_until(lambda: aliases(app) == set(), 2, "the terminating pod to be dropped")
@@ -141,11 +97,11 @@ def test_not_ready_and_terminating_endpoints_are_dropped(
 
 
 def test_service_target_uses_the_service_port(
-    daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path, milvus: MilvusLite
+    discover: DiscoverFactory, kube: KubeApiDouble, milvus: MilvusLite
 ) -> None:
     kube.add_service(SVC, 19999)
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", milvus.port))
-    app = discover(daemon, kube, tmp_path, **{"discovery.kubernetes.include-service": "true"})
+    app = discover(**{"discovery.kubernetes.include-service": "true"})
     wait_until(lambda: "milvus" in aliases(app), 5, "the Service target")
     service = next(t for t in app._current_targets() if t.alias == "milvus")
     assert service.address == "milvus.milvus.svc:19999"
@@ -153,14 +109,13 @@ def test_service_target_uses_the_service_port(
 
 
 def test_api_server_restart_mid_watch_keeps_probing(
-    daemon: DaemonFactory,
+    discover: DiscoverFactory,
     kube: KubeApiDouble,
-    tmp_path: Path,
     milvus: MilvusLite,
     milvus_b: MilvusLite,
 ) -> None:
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", milvus.port))
-    app = discover(daemon, kube, tmp_path)
+    app = discover()
     labels0 = pod_labels("proxy-0", milvus.address)
     wait_until(lambda: value(app, "milvus_probe_success", **labels0) == 1, 5, "proxy-0 up")
     wait_until(lambda: kube.watch_count() >= 1, 5, "a watch to be open")
@@ -188,14 +143,13 @@ def test_api_server_restart_mid_watch_keeps_probing(
 
 
 def test_410_gone_relists(
-    daemon: DaemonFactory,
+    discover: DiscoverFactory,
     kube: KubeApiDouble,
-    tmp_path: Path,
     milvus: MilvusLite,
     milvus_b: MilvusLite,
 ) -> None:
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", milvus.port))
-    app = discover(daemon, kube, tmp_path)
+    app = discover()
     wait_until(lambda: aliases(app) == {"milvus/proxy-0"}, 5, "proxy-0")
     wait_until(lambda: kube.watch_count() >= 1, 5, "a watch to be open")
     lists = kube.lists
@@ -207,14 +161,13 @@ def test_410_gone_relists(
 
 
 def test_bookmarks_and_dropped_watches_resume_without_relisting(
-    daemon: DaemonFactory,
+    discover: DiscoverFactory,
     kube: KubeApiDouble,
-    tmp_path: Path,
     milvus: MilvusLite,
     milvus_b: MilvusLite,
 ) -> None:
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", milvus.port))
-    app = discover(daemon, kube, tmp_path)
+    app = discover()
     wait_until(lambda: kube.watch_count() >= 1, 5, "a watch to be open")
     lists, watches = kube.lists, kube.watch_count()
     kube.bookmark()
@@ -226,22 +179,22 @@ def test_bookmarks_and_dropped_watches_resume_without_relisting(
 
 
 def test_api_errors_back_off_and_recover(
-    daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path, milvus: MilvusLite
+    discover: DiscoverFactory, kube: KubeApiDouble, milvus: MilvusLite
 ) -> None:
     kube.fail_next = 3
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", milvus.port))
-    app = discover(daemon, kube, tmp_path)
+    app = discover()
     wait_until(lambda: aliases(app) == {"milvus/proxy-0"}, 15, "discovery after 3 failures")
     assert value(app, "milvus_probe_discovery_errors_total", kind="api") == 3
 
 
 def test_readyz_verbose_shows_discovery(
-    daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path, milvus: MilvusLite
+    discover: DiscoverFactory, kube: KubeApiDouble, milvus: MilvusLite
 ) -> None:
     from tests.support import http_get
 
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", milvus.port))
-    app = discover(daemon, kube, tmp_path)
+    app = discover()
     wait_until(lambda: app.discovery.synced.is_set(), 5, "first list")
     status, _, body = http_get(app.port, "/readyz?verbose")
     assert b"[+]discovery 1 target(s)" in body
@@ -256,12 +209,12 @@ def events_of(kube: KubeApiDouble, reason: str) -> list[dict[str, Any]]:
 
 
 def test_events_on_state_changes_once_and_aggregated(
-    daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path
+    discover: DiscoverFactory, kube: KubeApiDouble
 ) -> None:
     behaviour = Behaviour(token=TOKEN)
     with milvus_double(behaviour) as double:
         kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", double.port))
-        app = discover(daemon, kube, tmp_path)
+        app = discover()
         labels = pod_labels("proxy-0", double.address)
         wait_until(lambda: value(app, "milvus_probe_success", **labels) == 1, 5, "up")
         assert kube.events == {}  # starting healthy is not a change
@@ -298,13 +251,11 @@ def test_events_on_state_changes_once_and_aggregated(
     assert_no_secret(kube)
 
 
-def test_quota_denying_posts_an_event(
-    daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path
-) -> None:
+def test_quota_denying_posts_an_event(discover: DiscoverFactory, kube: KubeApiDouble) -> None:
     behaviour = Behaviour(token=TOKEN)
     with milvus_double(behaviour) as double:
         kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", double.port))
-        app = discover(daemon, kube, tmp_path)
+        app = discover()
         wait_until(lambda: "milvus/proxy-0" in series_aliases(app), 5, "target")
         behaviour.quota_states = [5]
         wait_until(lambda: len(events_of(kube, "MilvusQuotaDenying")) == 1, 5, "quota Event")
@@ -312,11 +263,11 @@ def test_quota_denying_posts_an_event(
 
 
 def test_connection_failure_event_and_core_v1_fallback(
-    daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path
+    discover: DiscoverFactory, kube: KubeApiDouble
 ) -> None:
     kube.events_v1 = False  # an old API server
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-9", "127.0.0.1", free_port()))
-    discover(daemon, kube, tmp_path)
+    discover()
     wait_until(lambda: len(events_of(kube, "MilvusConnectionFailed")) == 1, 5, "core Event")
     (event,) = events_of(kube, "MilvusConnectionFailed")
     assert event["_api"] == "v1" and event["involvedObject"]["name"] == "proxy-9"
@@ -325,28 +276,47 @@ def test_connection_failure_event_and_core_v1_fallback(
 
 
 def test_a_broken_events_api_never_stops_probing(
-    daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path, milvus: MilvusLite
+    discover: DiscoverFactory, kube: KubeApiDouble, milvus: MilvusLite
 ) -> None:
+    """Event posts that hang (the API server takes them and never answers) hold up the
+    Events worker only: both targets keep every slot meanwhile, the failing one included,
+    whose state change is the Event being posted; the post is counted as failed after."""
+    kube.hold_events = True
     kube.put_slice(endpoint_slice(NS, SVC, "proxy-0", "127.0.0.1", milvus.port))
-    kube.put_slice(endpoint_slice(NS, SVC, "proxy-9", "127.0.0.1", free_port()))
-    app = discover(daemon, kube, tmp_path)
-    wait_until(lambda: app.discovery.synced.is_set(), 5, "first list")
-    kube.fail_next = 1000  # every request fails from now on, Event posts included
-    labels = pod_labels("proxy-0", milvus.address)
+    refused = free_port()
+    kube.put_slice(endpoint_slice(NS, SVC, "proxy-9", "127.0.0.1", refused))
+    app = discover()
+    labels = [pod_labels("proxy-0", milvus.address), pod_labels("proxy-9", f"127.0.0.1:{refused}")]
+
+    def counts(name: str) -> list[float]:
+        return [value(app, name, **each) or 0 for each in labels]
+
+    try:
+        wait_until(lambda: kube.held_events >= 1, 10, "proxy-9's Event post to hang")
+        attempts, missed = counts("milvus_probe_attempts_total"), counts(
+            "milvus_probe_missed_cycles_total"
+        )
+        # 200 ms interval: 5 more cycles each take a second; 5 s is a loaded machine's slack.
+        wait_until(
+            lambda: all(
+                now >= then + 5
+                for now, then in zip(counts("milvus_probe_attempts_total"), attempts, strict=True)
+            ),
+            5,
+            "5 more cycles of both targets while the Event post hangs",
+        )
+        assert counts("milvus_probe_missed_cycles_total") == missed  # not one slot skipped
+        assert kube.held_events == 1  # the post is still hanging: nothing else was posted
+        assert (value(app, "milvus_probe_events_total", result="failed") or 0) == 0
+        assert kube.events == {}
+    finally:
+        kube.release_events()
     wait_until(
-        lambda: (
-            (value(app, "milvus_probe_events_total", result="failed") or 0) >= 1
-            or (value(app, "milvus_probe_discovery_errors_total", kind="api") or 0) >= 1
-        ),
-        10,
-        "failures to be counted",
+        lambda: (value(app, "milvus_probe_events_total", result="failed") or 0) == 1,
+        15,
+        "the hung post to be counted as failed",
     )
-    before = value(app, "milvus_probe_attempts_total", **labels) or 0
-    wait_until(
-        lambda: (value(app, "milvus_probe_attempts_total", **labels) or 0) >= before + 3,
-        5,
-        "probing to go on",
-    )
+    assert (value(app, "milvus_probe_events_total", result="created") or 0) == 0
 
 
 def assert_no_secret(kube: KubeApiDouble) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kit.process import stop
 from tests.conftest import DaemonFactory
 from tests.support import MilvusLite, free_port, http_get, wait_until
 
@@ -403,13 +404,7 @@ class Prometheus:
             )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, 15)
 
     def _alive(self) -> None:
         if self.process.poll() is not None:

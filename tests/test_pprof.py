@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from kit.process import Daemon
 from probe.app import App
 from probe.pprof import masked_argv
 from tests.conftest import DaemonFactory
-from tests.support import MilvusLite, free_port, http_get, wait_until
+from tests.support import MilvusLite, http_get, wait_until
 
 # ---------------------------------------------------------------- workloads with unique names
 
@@ -200,27 +201,13 @@ def test_cmdline_masks_secrets() -> None:
         "milvus-probe", "serve", "--token", "***", "--password=***", "--uri", "http://x"]
 
 
-def test_cmdline_of_a_real_daemon_hides_the_token(milvus: MilvusLite) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "probe", "serve", "--uri", milvus.address, "--token",
-         "root:S3cr3t-Tok3n", "--web.listen-address", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: _status(port, "/healthz") == 200, 20, "the daemon to listen")
-        status, _, body = http_get(port, "/debug/pprof/cmdline")
+def test_cmdline_of_a_real_daemon_hides_the_token(milvus: MilvusLite, tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "daemon.log", "--uri", milvus.address, "--token",
+                    "root:S3cr3t-Tok3n")
+    with daemon.serving(timeout=20):
+        status, _, body = http_get(daemon.port, "/debug/pprof/cmdline")
         assert status == 200
         assert b"S3cr3t" not in body and b"--token\x00***" in body
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def _status(port: int, path: str) -> int:
-    try:
-        return http_get(port, path, timeout=1)[0]
-    except OSError:
-        return 0
 
 
 # ---------------------------------------------------------------- flame graph

@@ -27,9 +27,8 @@ import pytest
 import yaml
 
 import probe.cli
-from tests.support import Behaviour, MilvusDouble, http_get, wait_until
+from tests.support import Behaviour, MilvusDouble, attempts, http_get, serve_process, wait_until
 from tests.test_cli import logging_restored
-from tests.test_daemon import attempts, serve_process
 
 TOKEN = "root:S3cr3t-Tok3n-xyzzy"
 PASSWORD = "Pa55-w0rd-plugh"

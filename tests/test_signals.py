@@ -23,9 +23,18 @@ import grpc
 import pytest
 import yaml
 
-from tests.support import MilvusDouble, SilentServer, free_port, http_get, wait_until
+from tests.support import (
+    MilvusDouble,
+    SilentServer,
+    attempts,
+    free_port,
+    http_get,
+    scrape,
+    serve_process,
+    wait_until,
+)
 from tests.test_abuse import ClosedBy
-from tests.test_daemon import attempts, scrape, serve_process, write_config
+from tests.test_daemon import write_config
 
 SHUTDOWN_LIMIT = 2.0
 """Seconds from SIGTERM to exit, as the README promises."""
