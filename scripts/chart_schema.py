@@ -38,6 +38,13 @@ special = {
     "readiness.successThreshold": {"minimum": 1},
     "prometheusRule.failureRatio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
     "prometheusRule.latencySeconds": {"type": "number", "exclusiveMinimum": 0},
+    "prometheusRule.slo.objective": {"type": "number", "exclusiveMinimum": 0,
+                                     "exclusiveMaximum": 1},
+    **{f"prometheusRule.slo.{speed}.{key}": value for speed in ("fast", "slow")
+       for key, value in (("burnRate", {"type": "number", "exclusiveMinimum": 0}),
+                          ("longWindow", PROM_DUR), ("shortWindow", PROM_DUR),
+                          ("for", PROM_DUR),
+                          ("severity", {"enum": ["critical", "warning", "info"]}))},
     "namespaceOverride": {"pattern": r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$"},
     "image.digest": {"pattern": r"^(sha256:[a-f0-9]{64})?$"},
 }

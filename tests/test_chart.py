@@ -226,6 +226,9 @@ def test_checksum_rolls_pods_when_targets_change(helm) -> None:  # type: ignore[
         ("logging.level=loud", "logging.level"),
         ("namespaceOverride=Not_A_Namespace", "namespaceOverride"),
         ("unknownKey=1", "unknownKey"),
+        ("prometheusRule.slo.objective=1", "prometheusRule.slo.objective"),
+        ("prometheusRule.slo.fast.longWindow=1.5h", "prometheusRule.slo.fast.longWindow"),
+        ("prometheusRule.slo.slow.severity=page", "prometheusRule.slo.slow.severity"),
     ],
 )
 def test_bad_values_make_helm_fail(helm, flag: str, message: str) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,8 @@
   (`promtool test rules`) makes every alert fire when it should and stay silent otherwise;
 - the chart's PrometheusRule renders exactly monitoring/alerts.yaml with the default values,
   and the dashboard ConfigMap carries files/dashboard.json unchanged;
+- the SLO group (prometheusRule.slo) records each target's failure ratio over the windows of
+  its two burn-rate alerts, follows its values, and goes away when disabled;
 - a real Prometheus scrapes a real milvus-probe (probing a real Milvus) and answers every
   PromQL expression of the dashboard and of the rules without an error;
 - `promtool check metrics` has nothing to say about our /metrics.
@@ -47,7 +49,23 @@ ALERT_NAMES = [
     "MilvusQuotaDenying",
     "MilvusProbeTargetAbsent",
     "MilvusServerVersionChanged",
+    "MilvusProbeErrorBudgetFastBurn",
+    "MilvusProbeErrorBudgetSlowBurn",
 ]
+# The recording rules of the SLO group, with the default windows (5m/1h fast, 30m/6h slow).
+RECORDS = [
+    "target:milvus_probe_slo_objective:ratio",
+    "target:milvus_probe_attempts:rate5m",
+    "target:milvus_probe_failures:rate5m",
+    "target:milvus_probe_failures:ratio_rate5m",
+    "target:milvus_probe_failures:ratio_rate30m",
+    "target:milvus_probe_failures:ratio_rate1h",
+    "target:milvus_probe_failures:ratio_rate6h",
+]
+# What identifies a target in the recorded series: nothing else (job, instance, reason, a
+# protocol label) survives the rules' aggregation.
+TARGET_LABELS = {"alias", "target", "namespace", "service", "pod"}
+GROUPS = ["milvus-probe", "milvus-probe-slo"]
 SEVERITIES = {"critical", "warning", "info"}
 ANNOTATIONS = {"summary", "description", "runbook_url"}
 RELEASE = "milvus-probe"
@@ -124,7 +142,11 @@ def run(*cmd: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]
 
 def alert_rules() -> list[dict[str, Any]]:
     spec = yaml.safe_load(ALERTS.read_text())
-    return [rule for group in spec["groups"] for rule in group["rules"]]
+    return [rule for group in spec["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def recording_rules(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [rule for group in spec["groups"] for rule in group["rules"] if "record" in rule]
 
 
 def chart_labels() -> dict[str, str]:
@@ -144,7 +166,8 @@ def chart_labels() -> dict[str, str]:
 def test_promtool_check_rules() -> None:
     proc = run(promtool(), "check", "rules", str(ALERTS))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"SUCCESS: {len(ALERT_NAMES)} rules found" in proc.stdout, proc.stdout
+    count = len(ALERT_NAMES) + len(RECORDS)
+    assert f"SUCCESS: {count} rules found" in proc.stdout, proc.stdout
 
 
 def test_promtool_unit_tests_pass() -> None:
@@ -197,10 +220,16 @@ def test_prometheus_rule_renders_monitoring_alerts_yaml(tmp_path: Path) -> None:
     labels = rule["metadata"]["labels"]
     assert labels.items() >= chart_labels().items()
     assert set(rule["spec"]) == {"groups"}
-    (group,) = rule["spec"]["groups"]
-    assert group["name"] == "milvus-probe"
-    assert [r["alert"] for r in group["rules"]] == ALERT_NAMES
-    for r in group["rules"]:
+    assert [g["name"] for g in rule["spec"]["groups"]] == GROUPS
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert [r["alert"] for r in alerts] == ALERT_NAMES
+    records = recording_rules(rule["spec"])
+    assert [r["record"] for r in records] == RECORDS
+    for r in records:
+        assert set(r) == {"record", "expr"}, r
+        # Every per-target rule aggregates to the target's labels and no further.
+        assert "by (alias, target, namespace, service, pod)" in r["expr"], r
+    for r in alerts:
         name = r["alert"]
         assert set(r) == {"alert", "expr", "for", "labels", "annotations"}, name
         assert isinstance(r["expr"], str) and r["expr"].strip(), name
@@ -212,9 +241,11 @@ def test_prometheus_rule_renders_monitoring_alerts_yaml(tmp_path: Path) -> None:
         assert annotations["runbook_url"] == f"{DEFAULT_RUNBOOK_URL}#{name.lower()}"
         # Prometheus templates reach the rule (Helm did not eat them), naming the target.
         assert "{{ $labels.alias }}" in annotations["summary"], name
-    severity = {r["alert"]: r["labels"]["severity"] for r in group["rules"]}
+    severity = {r["alert"]: r["labels"]["severity"] for r in alerts}
     assert severity["MilvusProbeTargetDown"] == "critical"
     assert severity["MilvusServerVersionChanged"] == "info"
+    assert severity["MilvusProbeErrorBudgetFastBurn"] == "critical"
+    assert severity["MilvusProbeErrorBudgetSlowBurn"] == "warning"
 
 
 def test_prometheus_rule_uses_its_values(tmp_path: Path) -> None:
@@ -239,7 +270,7 @@ def test_prometheus_rule_uses_its_values(tmp_path: Path) -> None:
     )
     rule = only(docs, "PrometheusRule")
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
     assert rules["MilvusProbeTargetDown"]["for"] == "2m"
     assert "[2m]" in rules["MilvusProbeTargetDown"]["annotations"]["description"]
     assert rules["MilvusProbeHighFailureRate"]["expr"].rstrip().endswith("> 0.25")
@@ -253,6 +284,63 @@ def test_prometheus_rule_uses_its_values(tmp_path: Path) -> None:
     rendered.write_text(yaml.safe_dump(rule["spec"]))
     proc = run(promtool(), "check", "rules", str(rendered))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_slo_rules_use_their_values(tmp_path: Path) -> None:
+    slo = {
+        "objective": 0.99,
+        "fast": {"burnRate": 10, "longWindow": "2h", "shortWindow": "10m", "for": "1m",
+                 "severity": "warning"},
+        "slow": {"burnRate": 3, "longWindow": "1d", "shortWindow": "2h", "for": "1h",
+                 "severity": "info"},
+    }
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"prometheusRule": {"enabled": True, "slo": slo}}))
+    docs = helm_template(
+        tmp_path, "--values", str(values), "--show-only", "templates/prometheusrule.yaml"
+    )
+    spec = only(docs, "PrometheusRule")["spec"]
+    # One ratio per distinct window: 2h serves both alerts.
+    assert [r["record"] for r in recording_rules(spec)] == [
+        "target:milvus_probe_slo_objective:ratio",
+        "target:milvus_probe_attempts:rate5m",
+        "target:milvus_probe_failures:rate5m",
+        "target:milvus_probe_failures:ratio_rate10m",
+        "target:milvus_probe_failures:ratio_rate2h",
+        "target:milvus_probe_failures:ratio_rate1d",
+    ]
+    objective = recording_rules(spec)[0]["expr"]
+    assert objective.startswith("0.99 + 0 * count by (alias, target, namespace, service, pod)")
+    alerts = {r["alert"]: r for g in spec["groups"] for r in g["rules"] if "alert" in r}
+    fast, slow = alerts["MilvusProbeErrorBudgetFastBurn"], alerts["MilvusProbeErrorBudgetSlowBurn"]
+    assert " ".join(fast["expr"].split()) == (
+        "target:milvus_probe_failures:ratio_rate2h / (1 - 0.99) > 10 and "
+        "target:milvus_probe_failures:ratio_rate10m / (1 - 0.99) > 10"
+    )
+    assert " ".join(slow["expr"].split()) == (
+        "target:milvus_probe_failures:ratio_rate1d / (1 - 0.99) > 3 and "
+        "target:milvus_probe_failures:ratio_rate2h / (1 - 0.99) > 3"
+    )
+    assert (fast["for"], fast["labels"]["severity"]) == ("1m", "warning")
+    assert (slow["for"], slow["labels"]["severity"]) == ("1h", "info")
+    assert "over the last 1d" in slow["annotations"]["description"]
+    assert "(threshold 3x)" in slow["annotations"]["description"]
+    assert "humanizePercentage 0.99 }}" in fast["annotations"]["description"]
+    rendered = tmp_path / "rules.yaml"
+    rendered.write_text(yaml.safe_dump(spec))
+    proc = run(promtool(), "check", "rules", str(rendered))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    # Off: the other alerts stay, the SLO group goes.
+    values.write_text(
+        yaml.safe_dump({"prometheusRule": {"enabled": True, "slo": {"enabled": False}}})
+    )
+    docs = helm_template(
+        tmp_path, "--values", str(values), "--show-only", "templates/prometheusrule.yaml"
+    )
+    spec = only(docs, "PrometheusRule")["spec"]
+    assert [g["name"] for g in spec["groups"]] == ["milvus-probe"]
+    assert [r["alert"] for r in spec["groups"][0]["rules"]] == ALERT_NAMES[:-2]
 
 
 def test_monitoring_resources_are_off_by_default(tmp_path: Path) -> None:
@@ -337,8 +425,17 @@ def test_dashboard_structure() -> None:
         "milvus_probe_server_info",
         "rate(process_cpu_seconds_total",
         "process_resident_memory_bytes",
+        # The SLO panels read the recording rules: burn rate over the alerts' long windows,
+        # budget left from the 5m rates, both against the recorded objective.
+        "target:milvus_probe_failures:ratio_rate1h",
+        "target:milvus_probe_failures:ratio_rate6h",
+        "target:milvus_probe_failures:rate5m",
+        "target:milvus_probe_attempts:rate5m",
+        "target:milvus_probe_slo_objective:ratio",
     ):
         assert needle in exprs, f"no panel uses {needle}"
+    titles = {p["title"] for p in dashboard["panels"]}
+    assert {"Error budget burn rate", "Error budget left (30 days)"} <= titles
 
 
 # --------------------------------------------------------------------------- real Prometheus
@@ -503,6 +600,25 @@ def test_real_prometheus_scrapes_the_probe_and_answers_every_query(
         connect_p99 = wait_until(finite_p99, 30, "a finite p99 connect latency")
         assert 0 < connect_p99 <= 0.15  # the probe's timeout bounds the histogram
 
+        # The SLO group's recording rules have run on the scraped counters: one series per
+        # rule for the one target, labelled by the target and nothing else (a static target
+        # exports empty service and pod labels, which Prometheus drops).
+        recorded = '{__name__=~"target:milvus_probe_.+"}'
+        wait_until(
+            lambda: len(server.samples(recorded)) == len(RECORDS),
+            30,
+            "every recording rule to have a sample",
+        )
+        by_name = {s["metric"]["__name__"]: s for s in server.samples(recorded)}
+        assert sorted(by_name) == sorted(RECORDS)
+        for sample in by_name.values():
+            labels = set(sample["metric"]) - {"__name__"}
+            assert {"alias", "target", "namespace"} <= labels <= TARGET_LABELS, sample
+            assert sample["metric"]["alias"] == "default"
+            assert sample["metric"]["namespace"] == NAMESPACE
+        assert float(by_name["target:milvus_probe_slo_objective:ratio"]["value"][1]) == 0.999
+        assert float(by_name["target:milvus_probe_attempts:rate5m"]["value"][1]) > 0
+
         # Every panel query of the dashboard, with the template variables filled in.
         dashboard = json.loads(DASHBOARD.read_text())
         for title, expr in dashboard_exprs(dashboard):
@@ -540,8 +656,10 @@ def test_real_prometheus_scrapes_the_probe_and_answers_every_query(
                     holding[name] = result
             return not holding
 
+        # One failed cycle early on (a slow first connect past the 150 ms timeout) keeps the
+        # slow burn expression (above 0.6 % over 30m) true for ~170 cycles, about 35 s here.
         try:
-            wait_until(quiet, 30, "no alert expression to hold for a healthy Milvus")
+            wait_until(quiet, 60, "no alert expression to hold for a healthy Milvus")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; still holding: {holding}") from None
 
@@ -553,16 +671,17 @@ def test_real_prometheus_scrapes_the_probe_and_answers_every_query(
             assert answer["status"] == "success", answer
             rules[:] = [r for g in answer["data"]["groups"] for r in g["rules"]]
             return bool(rules) and all(
-                r["health"] != "unknown" and r["state"] == "inactive" for r in rules
+                r["health"] != "unknown" and r.get("state", "inactive") == "inactive"
+                for r in rules
             )
 
         try:
             wait_until(rules_settled, 30, "prometheus to evaluate every rule, none active")
         except AssertionError as exc:
             raise AssertionError(f"{exc}: {rules}") from None
-        assert [r["name"] for r in rules] == ALERT_NAMES
+        assert [r["name"] for r in rules if r["type"] == "alerting"] == ALERT_NAMES
+        assert [r["name"] for r in rules if r["type"] == "recording"] == RECORDS
         for r in rules:
-            assert r["type"] == "alerting", r
             assert r["health"] == "ok", r
             assert not r.get("lastError"), r
     finally:
