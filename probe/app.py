@@ -135,6 +135,7 @@ class App:
                     include_service=d.include_service,
                     shard=Shard(d.shard_index, d.shard_total),
                     template=d.template,
+                    management_port=d.management_port,
                 ),
                 api=api,
                 on_error=lambda kind: self.kube_metrics.discovery_errors.labels(kind).inc(),  # type: ignore[union-attr]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from probe import logs
 from probe.config.settings import ReadinessPolicy, ReadinessSettings
-from probe.result import FailureReason, ProbeResult
+from probe.result import FailureReason, ManagementView, ProbeResult, TlsView
 from probe.targets import Target
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,10 @@ class TargetState:
     consecutive_failures: int = 0
     server_info: ProbeResult | None = None
     """The last result that carried server info or a version."""
+    management: ManagementView | None = None
+    """Milvus's own view (its management port), last checked."""
+    tls: TlsView | None = None
+    """The server's certificates, last inspected."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,10 @@ class Health:
             state.history.append(HistoryEntry(result.started_at, result.duration, result.reason))
             if result.version is not None or result.server_info is not None:
                 state.server_info = result
+            if result.management is not None:
+                state.management = result.management
+            if result.tls is not None:
+                state.tls = result.tls
             self._first_round.discard(result.alias)
             if result.success:
                 state.consecutive_successes += 1
@@ -198,6 +206,15 @@ class Health:
             return self._target_check(state, counts=True)
 
     def _target_check(self, state: TargetState, counts: bool) -> Check:
+        check = self._probe_check(state, counts)
+        if state.management is None:
+            return check
+        # Milvus's own view beside ours: which one lies shows at a glance. It never
+        # decides readiness (clients connect to 19530, not to 9091).
+        message = f"{check.message}; Milvus /healthz: {state.management.summary()}"
+        return Check(check.name, check.ok, message, check.counts)
+
+    def _probe_check(self, state: TargetState, counts: bool) -> Check:
         name = f"target:{state.target.alias}"
         last = state.last
         if state.passing:

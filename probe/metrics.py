@@ -48,10 +48,12 @@ from probe.result import QUOTA_NONE, QUOTA_STATES, FailureReason, ProbeResult
 from probe.targets import Target
 
 PREFIX = "milvus_probe"
-TARGET_LABELS = ("alias", "target", "namespace", "service", "pod")
-"""Every per-target series; namespace/service/pod are empty for static targets."""
+TARGET_LABELS = ("alias", "target", "namespace", "service", "pod", "protocol")
+"""Every per-target series; namespace/service/pod are empty for static targets; protocol
+is grpc or rest."""
 QUOTA_LABELS = (QUOTA_NONE, *QUOTA_STATES.values())
 SERVER_INFO_LABELS = ("version", "git_commit", "go_version", "deploy_mode", "build_time")
+TLS_INFO_LABELS = ("version", "subject", "issuer", "serial")
 
 CYCLE_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -126,8 +128,27 @@ class _Series:
         """Appears with the first CheckHealth answer: a 0 before it would claim an answer."""
         self.quota: dict[str, int] | None = None
         self.info: tuple[str, ...] | None = None
+        self.management: _Management | None = None
+        """Milvus's management view; only for targets with a management URI."""
+        self.tls_expiry: float | None = None
+        self.tls_info: tuple[str, ...] | None = None
         self.text: list[bytes] | None = None
         """Lines per family of `_FAMILIES`, encoded; None when a number changed since."""
+
+
+class _Management:
+    """The last management check of a target, and its failures so far."""
+
+    __slots__ = ("components", "duration", "failures", "healthy")
+
+    def __init__(self) -> None:
+        self.healthy: int | None = None
+        self.duration: float | None = None
+        self.components: dict[str, int] = {}
+        self.failures = dict.fromkeys(FailureReason, 0)
+
+    def rows_healthy(self) -> list[_Row]:
+        return [] if self.healthy is None else [("", (), self.healthy)]
 
 
 @dataclass(frozen=True)
@@ -195,6 +216,58 @@ _FAMILIES = (
         "counter",
         "Cycles skipped because the previous one had not finished or no worker was free.",
         lambda s: [("_total", (), s.missed)],
+    ),
+    _Family(
+        "management_healthy",
+        "gauge",
+        "1 when Milvus's own management port answered /healthz with 200 and state OK, else 0.",
+        lambda s: s.management.rows_healthy() if s.management else [],
+    ),
+    _Family(
+        "management_component_healthy",
+        "gauge",
+        "1 for each component Milvus's /healthz reports Healthy, else 0.",
+        lambda s: (
+            [("", (("component", name),), up) for name, up in s.management.components.items()]
+            if s.management
+            else []
+        ),
+    ),
+    _Family(
+        "management_duration_seconds",
+        "gauge",
+        "How long the last management check took (its own connection, GET /healthz, close).",
+        lambda s: (
+            [("", (), s.management.duration)]
+            if s.management and s.management.duration is not None
+            else []
+        ),
+    ),
+    _Family(
+        "management_failures",
+        "counter",
+        "Management checks that failed, by reason (unhealthy: it answered, not OK).",
+        lambda s: (
+            [("_total", (("reason", r.value),), n) for r, n in s.management.failures.items()]
+            if s.management
+            else []
+        ),
+    ),
+    _Family(
+        "tls_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "Unix time the earliest-expiring certificate the server presented expires.",
+        lambda s: [] if s.tls_expiry is None else [("", (), s.tls_expiry)],
+    ),
+    _Family(
+        "tls_info",
+        "gauge",
+        "The server's TLS version and leaf certificate; 1.",
+        lambda s: (
+            []
+            if s.tls_info is None
+            else [("", tuple(zip(TLS_INFO_LABELS, s.tls_info, strict=True)), 1)]
+        ),
     ),
 )
 _CONNECTIONS = (
@@ -354,6 +427,8 @@ class ProbeMetrics:
     def add_target(self, target: Target) -> None:
         """Create the target's series at 0."""
         series = _Series(target.series_labels, self._cycle, self._phase, phases_of(target.protocol))
+        if target.management is not None:
+            series.management = _Management()
         with self._lock:
             self._series[target.alias, target.address] = series
 
@@ -397,6 +472,17 @@ class ProbeMetrics:
                 s.quota = {state: 1 if state in present else 0 for state in QUOTA_LABELS}
             if result.version is not None or result.server_info is not None:
                 s.info = _server_info(s.info, result)
+            view = result.management
+            if view is not None and s.management is not None:
+                s.management.healthy = 1 if view.healthy else 0
+                s.management.duration = view.duration
+                s.management.components = {c.name: int(c.healthy) for c in view.components}
+                if view.reason is not None:
+                    s.management.failures[view.reason] += 1
+            if result.tls is not None and result.tls.chain:
+                leaf = result.tls.chain[0]
+                s.tls_expiry = result.tls.earliest_expiry
+                s.tls_info = (result.tls.version, leaf.subject, leaf.issuer, leaf.serial)
 
     def missed_cycle(self, target: Target) -> None:
         with self._lock:

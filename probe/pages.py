@@ -24,6 +24,10 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f} ms"
 
 
+def _date(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
@@ -37,7 +41,12 @@ def _phase_note(result: ProbeResult, phase: str) -> str:
 def trace_text(result: ProbeResult, state: TargetState | None = None) -> str:
     """A cycle as text, like blackbox_exporter's `debug=true`."""
     lines = [
-        f"Probe of alias={result.alias} target={result.target} rpc={result.method}",
+        f"Probe of alias={result.alias} target={result.target} "
+        + (
+            f"rpc={result.method}"
+            if result.protocol == "grpc"
+            else f"{result.protocol}={result.method}"
+        ),
         f"started   {_iso(result.started_at)}",
     ]
     for phase, seconds in result.phases.items():
@@ -51,6 +60,17 @@ def trace_text(result: ProbeResult, state: TargetState | None = None) -> str:
         lines.append(f"error     {result.error}")
     if result.health_reasons:
         lines.append("health reasons: " + "; ".join(result.health_reasons))
+    if result.management is not None:
+        m = result.management
+        lines.append(f"management {m.uri}/healthz {_ms(m.duration)}: {m.summary()}")
+    if result.tls is not None:
+        lines.append(f"tls       {result.tls.summary(time.time())}")
+        for cert in result.tls.chain:
+            lines.append(
+                f"  cert    subject={cert.subject or '-'} issuer={cert.issuer or '-'} "
+                f"serial={cert.serial or '-'} not_after={_date(cert.not_after)}"
+                + (f" sans={','.join(cert.sans)}" if cert.sans else "")
+            )
     if result.server_info:
         si = result.server_info
         lines.append(
@@ -168,11 +188,18 @@ def status_page(
             status, cls = "down", "down"
             detail = f"{last.reason} in {last.failed_phase}: {last.error[:200]}"
         version = state.server_info.version if state.server_info else None
+        beside = []
+        if state.management is not None:
+            beside.append(f"Milvus /healthz: {state.management.summary()}")
+        if state.tls is not None:
+            beside.append(f"TLS: {state.tls.summary(time.time())}")
+        if beside:
+            detail = f"{detail} · " + " · ".join(beside)
         alias_q = esc(_quote(t.alias))
         rows.append(
             "<tr>"
             f"<td class=mono>{esc(t.alias)}</td><td class=mono>{esc(t.address)}"
-            f"{' (TLS)' if t.secure else ''}</td>"
+            f"{' (TLS)' if t.secure else ''} {esc(t.protocol)}</td>"
             f'<td class="{cls}">{status}</td>'
             f"<td>{esc(detail)}</td>"
             f"<td>{'yes' if state.passing else 'no'}</td>"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -21,6 +22,7 @@ class FailureReason(enum.StrEnum):
     UNIMPLEMENTED = "unimplemented"
     UNHEALTHY = "unhealthy"
     UNAVAILABLE = "unavailable"
+    RATE_LIMITED = "rate_limited"
     ERROR = "error"
 
     @property
@@ -72,6 +74,82 @@ class ServerInfo:
     deploy_mode: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ComponentState:
+    """One Milvus component as its management port's /healthz reports it."""
+
+    name: str
+    code: int
+    """commonpb.StateCode: 0 Initializing, 1 Healthy, 2 Abnormal, 3 StandBy, 4 Stopping."""
+
+    @property
+    def healthy(self) -> bool:
+        return self.code == 1
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementView:
+    """What Milvus's own management port (/healthz on 9091) said, on its own connection."""
+
+    uri: str
+    started_at: float
+    duration: float
+    healthy: bool
+    """It answered 200 with state OK."""
+    http_status: int | None = None
+    state: str = ""
+    components: tuple[ComponentState, ...] = ()
+    reason: FailureReason | None = None
+    """None when healthy; `unhealthy` when it answered but not OK; else why no answer came
+    (refused, timeout, dns, ...)."""
+    error: str = ""
+
+    def summary(self) -> str:
+        """`OK (9/9 components healthy)`, or what is wrong, in one line."""
+        healthy = sum(c.healthy for c in self.components)
+        parts = f" ({healthy}/{len(self.components)} components healthy)" if self.components else ""
+        if self.healthy:
+            return f"OK{parts}"
+        if self.reason is FailureReason.UNHEALTHY:
+            sick = [f"{c.name}={c.code}" for c in self.components if not c.healthy]
+            why = f"; not healthy: {', '.join(sick)}" if sick else ""
+            return f"unhealthy: HTTP {self.http_status} {self.state or ''}".rstrip() + parts + why
+        return f"no answer ({self.reason}): {self.error}"
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """One certificate the server presented."""
+
+    subject: str
+    issuer: str
+    serial: str
+    not_after: float
+    """Unix time."""
+    sans: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsView:
+    """The server's TLS: protocol version and the chain it presented (leaf first)."""
+
+    version: str
+    chain: tuple[Certificate, ...]
+    inspected_at: float
+
+    @property
+    def earliest_expiry(self) -> float:
+        return min(c.not_after for c in self.chain)
+
+    def summary(self, now: float) -> str:
+        """`TLSv1.3, CN=milvus expires 2027-01-02 (29 days left)`: the earliest expiry."""
+        first = min(self.chain, key=lambda c: c.not_after)
+        days = (first.not_after - now) / 86400
+        when = time.strftime("%Y-%m-%d", time.gmtime(first.not_after))
+        left = f"{days:.0f} days left" if days >= 0 else f"EXPIRED {-days:.0f} days ago"
+        return f"{self.version}, {first.subject or '?'} expires {when} ({left})"
+
+
 class Facts(Protocol):
     """What one kind of prober learnt beyond the common fields (gRPC: the Connect
     bookkeeping and gRPC status); flattened into `ProbeResult.to_dict()`."""
@@ -88,8 +166,8 @@ class ProbeResult:
     """The outcome of one cycle against one target, whatever kind of prober ran it.
 
     `phases` holds the seconds spent in every phase that ran, in order, named by the
-    prober (gRPC: resolve, connect, rpc, info, close); `notes` says in words what each
-    phase did. `duration` is the whole cycle, close included. `error` is the
+    prober (gRPC: resolve, connect, rpc, info, close); `facts.phase_note()` says in words
+    what each phase did. `duration` is the whole cycle, close included. `error` is the
     (secret-free) error text for humans; it never becomes a label.
     """
 
@@ -120,10 +198,12 @@ class ProbeResult:
     """The server's version, when the cycle asked for it."""
     server_info: ServerInfo | None = None
     """What the server said about its build, when the cycle asked."""
-    notes: dict[str, str] = field(default_factory=dict)
-    """Per phase: what it did, in words (for traces)."""
     facts: Facts | None = None
     """The prober kind's own facts."""
+    management: ManagementView | None = None
+    """Milvus's own view of itself, when a management URI is set and the check was due."""
+    tls: TlsView | None = None
+    """The server's certificates, when this cycle inspected them."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, used by `/probe` and `check --output json`."""
@@ -158,4 +238,39 @@ class ProbeResult:
         }
         if self.facts is not None:
             body.update(self.facts.to_dict())
+        body["protocol"] = self.protocol
+        if self.management is not None:
+            body["management"] = management_dict(self.management)
+        if self.tls is not None:
+            body["tls"] = tls_dict(self.tls)
         return body
+
+
+def management_dict(view: ManagementView) -> dict[str, Any]:
+    return {
+        "uri": view.uri,
+        "healthy": view.healthy,
+        "http_status": view.http_status,
+        "state": view.state,
+        "components": {c.name: c.code for c in view.components},
+        "duration_seconds": view.duration,
+        "reason": str(view.reason) if view.reason else None,
+        "error": view.error,
+    }
+
+
+def tls_dict(view: TlsView) -> dict[str, Any]:
+    return {
+        "version": view.version,
+        "earliest_expiry": view.earliest_expiry,
+        "chain": [
+            {
+                "subject": c.subject,
+                "issuer": c.issuer,
+                "serial": c.serial,
+                "not_after": c.not_after,
+                "sans": list(c.sans),
+            }
+            for c in view.chain
+        ],
+    }

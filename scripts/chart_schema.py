@@ -94,13 +94,24 @@ target_item = {
         "timeout": dict(DUR, description="Per-target timeout"),
         "rpc": {"enum": ["check_health", "get_version"], "description": "Per-target RPC"},
         "connect_interval": dict(DUR, description="Per-target connect interval"),
+        "protocol": {"enum": ["grpc", "rest"],
+                     "description": "The door to probe: gRPC or the RESTful API"},
+        "rest_api": {"enum": ["auto", "v1", "v2"], "description": "REST targets: which API"},
+        "management_uri": {
+            "type": "string",
+            "pattern": "^(https?://)?[^/?#@]+(/(healthz)?)?$",
+            "description": "Milvus's management port (http://host:9091), checked beside",
+        },
+        "management_interval": dict(DUR, description="Least time between management checks"),
+        "tls_inspect_interval": dict(DUR, description="Least time between TLS inspections"),
     },
     "anyOf": [{"required": ["uri"]}, {"required": ["host"]}],
 }
 
 
 TEMPLATE_KEYS = ("db_name", "user", "secure", "server_name", "interval", "timeout", "rpc",
-                 "connect_interval", "token_file", "password_file")
+                 "connect_interval", "token_file", "password_file", "protocol", "rest_api",
+                 "tls_inspect_interval")
 
 
 def node(path, value):

@@ -263,6 +263,9 @@ class Certs:
     client_key: Path
     other_ca: Path
     """A CA that signed nothing we use: trusting it must fail verification."""
+    server_not_after: float = 0.0
+    """When the server certificate expires (Unix time, whole seconds): TLS inspection
+    must report exactly this."""
 
     def server_credentials(self, mutual: bool = False) -> grpc.ServerCredentials:
         pair = (self.server_key.read_bytes(), self.server_cert.read_bytes())
@@ -313,7 +316,10 @@ def make_certs(directory: Path) -> Certs:
         return cert, k
 
     def leaf(
-        cn: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], server: bool
+        cn: str,
+        issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+        server: bool,
+        not_after: datetime.datetime | None = None,
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         k = key()
         builder = (
@@ -323,7 +329,7 @@ def make_certs(directory: Path) -> Certs:
             .public_key(k.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_after(not_after or now + datetime.timedelta(days=1))
         )
         if server:
             builder = builder.add_extension(
@@ -343,7 +349,8 @@ def make_certs(directory: Path) -> Certs:
     directory.mkdir(parents=True, exist_ok=True)
     root = ca("milvus-probe test CA")
     other = ca("some other CA")
-    server = leaf("localhost", root, server=True)
+    server_not_after = (now + datetime.timedelta(days=10)).replace(microsecond=0)
+    server = leaf("localhost", root, server=True, not_after=server_not_after)
     client = leaf("milvus-probe-client", root, server=False)
     paths = {}
     for label, cert in (
@@ -364,4 +371,5 @@ def make_certs(directory: Path) -> Certs:
         paths["client"],
         directory / "client.key",
         paths["other_ca"],
+        server_not_after=server_not_after.timestamp(),
     )

@@ -107,7 +107,7 @@ def test_metrics_after_first_cycle_against_real_milvus(milvus: MilvusLite,
 
     failures = {s.labels["reason"]: s.value for s in m.find("milvus_probe_failures_total", **key)}
     assert failures == {reason.value: 0.0 for reason in FailureReason}
-    assert len(failures) == 12
+    assert len(failures) == 13  # the bounded set: twelve, and rate_limited (REST)
 
     # The first cycle calls Connect + GetVersion, so every phase ran once.
     for phase in Phase:
@@ -575,7 +575,8 @@ def test_missed_cycle_series_of_a_removed_target_stays_removed(daemon: DaemonFac
         app = daemon(**{"config.file": str(config)})
         port = app.port
         missed = ("milvus_probe_missed_cycles_total",
-                  {"alias": "gone", "target": gone_uri, "namespace": "", "service": "", "pod": ""})
+                  {"alias": "gone", "target": gone_uri, "namespace": "", "service": "", "pod": "",
+                   "protocol": "grpc"})
         wait_until(lambda: (app.registry.get_sample_value(*missed) or 0) >= 2, 10,
                    "missed slots of gone")
         (gone,) = [t for t in app.hub.targets() if t.alias == "gone"]

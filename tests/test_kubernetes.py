@@ -31,7 +31,8 @@ def value(app: App, name: str, **labels: str) -> float | None:
 
 
 def pod_labels(pod: str, target: str) -> dict[str, str]:
-    return {"alias": f"{SVC}/{pod}", "target": target, "namespace": NS, "service": SVC, "pod": pod}
+    return {"alias": f"{SVC}/{pod}", "target": target, "namespace": NS, "service": SVC, "pod": pod,
+            "protocol": "grpc"}
 
 
 def aliases(app: App) -> set[str]:

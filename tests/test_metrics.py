@@ -105,7 +105,7 @@ def test_exposition_says_what_prometheus_client_would(metrics: ProbeMetrics, fmt
     info = [dict(labels) for _, labels, _ in parsed["milvus_probe_server_info"]]
     assert info == [{
         "alias": "odd", "target": "10.0.0.2:19530", "namespace": "ns", "service": "milvus",
-        "pod": "p-0", "version": "v2.3.5", "git_commit": "back\\slash",
+        "pod": "p-0", "protocol": "grpc", "version": "v2.3.5", "git_commit": "back\\slash",
         "go_version": "line\nbreak", "deploy_mode": "STANDALONE", "build_time": 'at "noon"',
     }]  # fmt: skip
 
@@ -120,7 +120,7 @@ def test_histograms_match_prometheus_client_fed_the_same_observations(
     for seconds in [*DURATIONS, 5.0]:
         reference.observe(seconds)
     labels = {"alias": "plain", "target": "10.0.0.1:19530", "namespace": "", "service": "",
-              "pod": ""}  # fmt: skip
+              "pod": "", "protocol": "grpc"}  # fmt: skip
     for bound in [*latency_buckets(5.0), float("inf")]:
         le = "+Inf" if bound == float("inf") else str(bound)
         ours = metrics.registry.get_sample_value(

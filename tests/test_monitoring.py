@@ -49,6 +49,10 @@ ALERT_NAMES = [
     "MilvusQuotaDenying",
     "MilvusProbeTargetAbsent",
     "MilvusServerVersionChanged",
+    "MilvusProbeHealthyButUnreachable",
+    "MilvusProbeReachableButUnhealthy",
+    "MilvusProbeCertificateExpiresSoon",
+    "MilvusProbeCertificateExpiresVerySoon",
     "MilvusProbeErrorBudgetFastBurn",
     "MilvusProbeErrorBudgetSlowBurn",
 ]

@@ -349,7 +349,7 @@ def test_index_lists_every_profile(app: App) -> None:
 def test_probes_keep_their_schedule_while_a_profile_runs(app: App) -> None:
     """A 10 s CPU profile at 100 Hz must not stall the 200 ms probe schedule."""
     def attempts() -> float:
-        labels = dict(zip(("alias", "target", "namespace", "service", "pod"),
+        labels = dict(zip(("alias", "target", "namespace", "service", "pod", "protocol"),
                           app.config.targets[0].series_labels, strict=True))
         value = app.registry.get_sample_value("milvus_probe_attempts_total", labels)
         return value or 0.0

@@ -81,6 +81,7 @@ def discovery_settings(
         label_selector=selector,
         port_name=values["discovery.kubernetes.port-name"],
         include_service=values["discovery.kubernetes.include-service"],
+        management_port=values["discovery.kubernetes.management-port"],
         shard_index=index,
         shard_total=total,
         template=template,

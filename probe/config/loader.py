@@ -204,6 +204,8 @@ def describe(config: Config) -> list[str]:
         lines.append(
             f"alias={t.alias} target={t.address} tls={'on' if t.secure else 'off'} "
             f"db={t.db_name or '-'} auth={auth} interval={format_duration(t.interval)} "
-            f"timeout={format_duration(t.timeout)} rpc={t.rpc}"
+            f"timeout={format_duration(t.timeout)} "
+            + (f"protocol=rest api={t.rest_api}" if t.protocol == "rest" else f"rpc={t.rpc}")
+            + (f" management={t.management.uri}" if t.management else "")
         )
     return lines

@@ -247,6 +247,15 @@ OPTIONS: tuple[Option, ...] = (
         metavar="NAME",
     ),
     Option(
+        "discovery.kubernetes.management-port",
+        int_in(1, 65535),
+        DiscoverySettings.management_port,
+        "also check each discovered pod's own management port (Milvus: 9091) with GET "
+        "/healthz, beside its probe (default off)",
+        "discovery",
+        metavar="PORT",
+    ),
+    Option(
         "discovery.kubernetes.include-service",
         parse_bool,
         DiscoverySettings.include_service,
@@ -344,6 +353,26 @@ CONNECTION_OPTIONS: tuple[ConnectionOption, ...] = (
     ConnectionOption("client_pem_path", "client certificate (mutual TLS)"),
     ConnectionOption("client_key_path", "client private key (mutual TLS)"),
     ConnectionOption("ca_pem_path", "CA certificate that signed the server's (mutual TLS)"),
+    ConnectionOption(
+        "protocol",
+        "which door of Milvus to probe: grpc (default) or rest (the RESTful API; with TLS "
+        "on, Milvus serves it on proxy.http.port, not 19530)",
+    ),
+    ConnectionOption("rest_api", "REST targets: auto (default), v1 (Milvus 2.2/2.3) or v2 (2.4+)"),
+    ConnectionOption(
+        "management_uri",
+        "Milvus's own management port, e.g. http://milvus:9091: its /healthz is checked "
+        "beside the probe, on its own connection",
+    ),
+    ConnectionOption(
+        "management_interval",
+        "least time between two management checks (default: every cycle)",
+    ),
+    ConnectionOption(
+        "tls_inspect_interval",
+        "least time between two certificate inspections of a gRPC TLS target (default 1h; "
+        "REST targets read theirs every cycle)",
+    ),
 )
 CONNECTION_KEYS = {o.name for o in CONNECTION_OPTIONS}
 SECRET_FLAGS = tuple(o.flag for o in CONNECTION_OPTIONS if o.secret)

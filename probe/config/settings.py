@@ -22,6 +22,11 @@ DEFAULT_TLS_PORT = 443
 DEFAULT_LISTEN_ADDRESS = ("", 9091)
 """Milvus's own management port: metrics, health and pprof live there too."""
 DEFAULT_LOG_LEVEL = "info"
+DEFAULT_MANAGEMENT_PORT = 9091
+PROTOCOLS = ("grpc", "rest")
+REST_APIS = ("auto", "v1", "v2")
+DEFAULT_TLS_INSPECT_INTERVAL = 3600.0
+"""Seconds between two certificate inspections of a gRPC TLS target (an own handshake)."""
 
 
 class ReadinessPolicy(enum.StrEnum):
@@ -91,6 +96,8 @@ class DiscoverySettings:
     """EndpointSlice port to dial (default: the one named for gRPC, else 19530)."""
     include_service: bool = True
     """Probe the Service's own DNS name too, as clients reach it."""
+    management_port: int | None = None
+    """Check each pod's management port too (`--discovery.kubernetes.management-port`)."""
     shard_index: int = 0
     shard_total: int = 1
     template: Target | None = None

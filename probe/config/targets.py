@@ -13,13 +13,17 @@ from probe.config.options import CONNECTION_KEYS, CONNECTION_OPTIONS, TARGET_KEY
 from probe.config.settings import (
     DEFAULT_ALIAS,
     DEFAULT_HOST,
+    DEFAULT_MANAGEMENT_PORT,
     DEFAULT_PORT,
+    DEFAULT_TLS_INSPECT_INTERVAL,
     DEFAULT_TLS_PORT,
+    PROTOCOLS,
+    REST_APIS,
     ProbeSettings,
 )
 from probe.config.values import format_duration, int_in, parse_bool, parse_duration, string
 from probe.milvus.auth import Credentials, Secret, SecretFile
-from probe.targets import Target, TLSFiles
+from probe.targets import Endpoint, Target, TLSFiles
 
 
 def check_pool_and_handler(raw: Mapping[Any, Any], where: str, issues: Issues) -> None:
@@ -208,6 +212,24 @@ def validate_target(
 
     rpc = get("rpc", TARGET_OVERRIDES["rpc"]) or probe.rpc
     connect_interval = get("connect_interval", parse_duration) or probe.connect_interval
+    protocol = get("protocol", _one_of(PROTOCOLS)) or "grpc"
+    rest_api = get("rest_api", _one_of(REST_APIS)) or "auto"
+    if "rest_api" in raw and protocol != "rest":
+        issues.add(f"{where}.rest_api", "only REST targets have one; set protocol: rest")
+    management = None
+    management_uri = get("management_uri")
+    if management_uri is not None:
+        parsed_management = _parse_management_uri(management_uri)
+        if isinstance(parsed_management, str):
+            issues.add(f"{where}.management_uri", parsed_management)
+        else:
+            management = parsed_management
+    management_interval = get("management_interval", parse_duration) or 0.0
+    if "management_interval" in raw and management_uri is None:
+        issues.add(f"{where}.management_interval", "set, but there is no management_uri")
+    tls_inspect_interval = (
+        get("tls_inspect_interval", parse_duration) or DEFAULT_TLS_INSPECT_INTERVAL
+    )
     if len(issues.items) > before:
         return None
     return Target(
@@ -222,7 +244,44 @@ def validate_target(
         db_name=db_name,
         credentials=credentials,
         tls=TLSFiles(**tls_values) if use_tls else None,
+        protocol=protocol,
+        rest_api=rest_api,
+        management=management,
+        management_interval=management_interval,
+        tls_inspect_interval=tls_inspect_interval,
     )
+
+
+def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {value!r}")
+        return str(text)
+
+    return parse
+
+
+def _parse_management_uri(uri: str) -> Endpoint | str:
+    """The management endpoint from `http://host:9091`, or an error message."""
+    text = uri.strip()
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        return f"cannot parse {uri!r}: {exc}"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"unsupported scheme {parts.scheme!r}; use http:// or https://"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "credentials, a query or a fragment are not allowed here"
+    if parts.path.strip("/") not in ("", "healthz"):
+        return f"give the port only (the probe asks /healthz), not the path {parts.path!r}"
+    host = parts.hostname
+    if not host or not _HOST.fullmatch(host):
+        return f"no valid host in {uri!r}"
+    return Endpoint(host, port or DEFAULT_MANAGEMENT_PORT, parts.scheme.lower() == "https")
 
 
 def _credentials(

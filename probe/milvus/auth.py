@@ -98,6 +98,13 @@ class Credentials:
             return f"{self.user}:{password}"
         return None
 
+    def bearer(self) -> str | None:
+        """The token as the REST API takes it (`Authorization: Bearer <token>`).
+
+        Raises SecretFileError when a secret file can't be read.
+        """
+        return self._token_value() or None
+
     def authorization(self) -> str | None:
         """The `authorization` metadata value, or None when there is no credential.
 

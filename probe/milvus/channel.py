@@ -117,7 +117,7 @@ class ChannelFactory:
         self._credentials: dict[Target, tuple[tuple[object, ...], grpc.ChannelCredentials]] = {}
 
     def _tls_credentials(self, target: Target) -> grpc.ChannelCredentials:
-        stamp = _files_stamp(target)
+        stamp = tls_files_stamp(target)
         with self._lock:
             cached = self._credentials.get(target)
             if cached is not None and cached[0] == stamp:
@@ -143,7 +143,7 @@ class ChannelFactory:
         return grpc.insecure_channel(grpc_target, options=options)
 
 
-def _files_stamp(target: Target) -> tuple[object, ...]:
+def tls_files_stamp(target: Target) -> tuple[object, ...]:
     stamp: list[object] = []
     tls = target.tls
     if tls is None:

@@ -4,27 +4,37 @@ A prober knows nothing of metrics, schedules, health or HTTP. Adding a kind mean
 a module here with a class that satisfies `Prober`, and one line in `KINDS`; its code is
 imported only when a target uses it.
 
-    grpc.py     the gRPC cycle: resolve → connect → CheckHealth/GetVersion → info → close
-    reasons.py  how answers and errors become FailureReasons (shared by every kind)
-    ledger.py   every connection opened and closed, per target
+    grpc.py        the gRPC cycle: resolve → connect → CheckHealth/GetVersion → info → close
+    rest.py        the RESTful API: resolve → connect → request (list collections) → close
+    management.py  beside either: Milvus's own /healthz on its management port
+    tls.py         beside gRPC: the certificates the server presents (own handshake)
+    http.py        the bounded HTTP/1.1 client rest.py and management.py share
+    reasons.py     how answers and errors become FailureReasons (shared by every kind)
+    ledger.py      every connection opened and closed, per target
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import importlib
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from probe.probers.ledger import ConnectionLedger
 from probe.result import FailureReason, ProbeResult
 from probe.targets import Target
+
+if TYPE_CHECKING:
+    from probe.probers.management import ManagementCheck
+    from probe.probers.tls import TlsInspector
 
 ERROR_TEXT_LIMIT = 2048
 """Error texts are cut to this many characters (a hostile server could send megabytes)."""
 
 KINDS: dict[str, str] = {
     "grpc": "probe.probers.grpc:GrpcProber",
+    "rest": "probe.probers.rest:RestProber",
 }
 """protocol → "module:class" of its prober."""
 
@@ -92,7 +102,8 @@ def phases_of(protocol: str) -> tuple[str, ...]:
 
 
 class Probers:
-    """Every kind's prober (made on first use), sharing connection slots and one ledger.
+    """Every kind's prober (made on first use), sharing connection slots and one ledger,
+    and the checks beside a cycle: Milvus's management port and TLS certificates.
 
     At most `max_concurrent` cycles run at once across all kinds: each holds a connection.
     """
@@ -103,6 +114,19 @@ class Probers:
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._lock = threading.Lock()
         self._probers: dict[str, Prober] = {}
+        self._management: ManagementCheck | None = None
+        self._tls: TlsInspector | None = None
+
+    def _beside(self) -> tuple[ManagementCheck, TlsInspector]:
+        """The side checks, built on first use (most targets need neither)."""
+        with self._lock:
+            if self._management is None or self._tls is None:
+                from probe.probers.management import ManagementCheck
+                from probe.probers.tls import TlsInspector
+
+                self._management = ManagementCheck(self.ledger)
+                self._tls = TlsInspector(self.ledger)
+            return self._management, self._tls
 
     def of(self, protocol: str) -> Prober:
         with self._lock:
@@ -120,12 +144,32 @@ class Probers:
         if not self._slots.acquire(timeout=slot_timeout):
             raise SlotsBusy(f"all {self.max_concurrent} connection slots are busy")
         try:
-            return prober.run(target, info)
+            result = prober.run(target, info)
+            if target.management is None and not target.secure:
+                return result
+            management, inspector = self._beside()
+            asked = info in (InfoMode.VERSION, InfoMode.FULL)
+            view = None
+            if target.management is not None and (asked or management.due(target)):
+                view = management.run(target)
+            tls = None
+            inspect = info is InfoMode.FULL or inspector.due(target)
+            if target.secure and result.tls is None and inspect:
+                tls = inspector.inspect(target)
+            if view is None and tls is None:
+                return result
+            return dataclasses.replace(
+                result, management=view or result.management, tls=tls or result.tls
+            )
         finally:
             self._slots.release()
 
     def forget(self, target: Target) -> None:
         with self._lock:
             prober = self._probers.get(target.protocol)
+            beside = (self._management, self._tls)
         if prober is not None:
             prober.forget(target)
+        for check in beside:
+            if check is not None:
+                check.forget(target)

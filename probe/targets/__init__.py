@@ -25,6 +25,20 @@ class TLSFiles:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """Another address of the same Milvus, e.g. its management port (9091)."""
+
+    host: str
+    port: int
+    secure: bool = False
+
+    @property
+    def uri(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.secure else 'http'}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class ObjectRef:
     """A Kubernetes object: what an Event is about."""
 
@@ -59,20 +73,30 @@ class Target:
     regarding: ObjectRef | None = field(default=None, compare=False)
     """The Kubernetes object Events about this target are attached to."""
     protocol: str = "grpc"
-    """Which kind of prober runs its cycles (probe.probers.KINDS)."""
+    """Which kind of prober runs its cycles (probe.probers.KINDS): grpc or rest."""
+    rest_api: str = "auto"
+    """REST targets: auto, v1 or v2."""
+    management: Endpoint | None = None
+    """Milvus's management port, checked beside the probe (GET /healthz)."""
+    management_interval: float = 0.0
+    """Least seconds between two management checks (0: every cycle)."""
+    tls_inspect_interval: float = 3600.0
+    """Least seconds between two certificate inspections of a gRPC TLS target."""
     generation: int = field(default=0, compare=False)
     """Stamped by the hub when the target enters its table; a result carrying an older
     generation than the table's belongs to a target that was removed or replaced."""
 
     @property
-    def series_labels(self) -> tuple[str, str, str, str, str]:
-        """Label values of the target's series: alias, target, namespace, service, pod."""
-        return self.alias, self.address, self.namespace, self.service, self.pod
+    def series_labels(self) -> tuple[str, str, str, str, str, str]:
+        """Label values of the target's series: alias, target, namespace, service, pod,
+        protocol."""
+        return self.alias, self.address, self.namespace, self.service, self.pod, self.protocol
 
     @property
     def series_key(self) -> tuple[str, ...]:
         """What names the target's series: a change here is a new target (new series)."""
-        return (*self.series_labels, self.protocol, self.rpc.value)
+        management = self.management.uri if self.management else ""
+        return (*self.series_labels, self.rpc.value, management)
 
     @property
     def address(self) -> str:

@@ -21,7 +21,7 @@ from kubernetes import client
 
 from probe import logs
 from probe.kube import Backoff, api_client
-from probe.targets import ObjectRef, Target
+from probe.targets import Endpoint, ObjectRef, Target
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ class DiscoveryOptions:
     shard: Shard
     template: Target
     """Connection settings (auth, TLS, db, timing) for every discovered target."""
+    management_port: int | None = None
+    """Check each pod's own management port (GET /healthz) beside its probe."""
 
 
 def _pick_port(ports: Iterable[Any] | None, wanted: str | None) -> int | None:
@@ -111,6 +113,11 @@ def targets_from_slices(
                 service=service,
                 pod=pod,
                 regarding=ObjectRef("Pod", namespace, pod, (ref.uid or "") if ref else ""),
+                management=(
+                    Endpoint(endpoint.addresses[0], options.management_port)
+                    if options.management_port
+                    else template.management
+                ),
             )
     if options.include_service and shard.index == 0:
         for service, port in services.items():

@@ -158,6 +158,9 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
     - --discovery.kubernetes.port-name={{ .portName }}
     {{- end }}
     - --discovery.kubernetes.include-service={{ .includeService }}
+    {{- if .managementPort }}
+    - --discovery.kubernetes.management-port={{ .managementPort }}
+    {{- end }}
     {{- end }}
     {{- end }}
     {{- if .Values.sharding.enabled }}
