@@ -21,6 +21,12 @@ class FailureReason(enum.StrEnum):
     UNIMPLEMENTED = "unimplemented"
     UNHEALTHY = "unhealthy"
     UNAVAILABLE = "unavailable"
+    # The data-plane canary (probe/probers/canary.py) and Milvus's limits.
+    COLLECTION_MISSING = "collection_missing"
+    NOT_LOADED = "not_loaded"
+    WRONG_RESULT = "wrong_result"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
     ERROR = "error"
 
     @property
@@ -124,6 +130,9 @@ class ProbeResult:
     """Per phase: what it did, in words (for traces)."""
     facts: Facts | None = None
     """The prober kind's own facts."""
+    visibility: float | None = None
+    """Seconds from the canary's acknowledged write until a strong read saw it; None when
+    the cycle wrote nothing (or never saw its write)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, used by `/probe` and `check --output json`."""
