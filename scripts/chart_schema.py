@@ -87,13 +87,45 @@ target_item = {
         "timeout": dict(DUR, description="Per-target timeout"),
         "rpc": {"enum": ["check_health", "get_version"], "description": "Per-target RPC"},
         "connect_interval": dict(DUR, description="Per-target connect interval"),
+        "canary": {
+            "description": "The data-plane canary (README: The data-plane canary): true for "
+            "every default, or its settings",
+            "anyOf": [
+                {"type": "boolean"},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "enabled": {"type": "boolean", "description": "Run the canary"},
+                        "collection": {
+                            "type": "string",
+                            "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,254}$",
+                            "description": "Collection it searches, queries and writes",
+                        },
+                        "create": {
+                            "type": "boolean",
+                            "description": "Create, fill, index and load it when missing "
+                            "or not loaded",
+                        },
+                        "dimension": {"type": "integer", "minimum": 2, "maximum": 512},
+                        "rows": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "write": {
+                            "type": "boolean",
+                            "description": "Also upsert one fixed row and read it back",
+                        },
+                        "every": {"type": "integer", "minimum": 1, "maximum": 10000},
+                        "setup_timeout": dict(DUR, description="Time a setup may take"),
+                    },
+                },
+            ],
+        },
     },
     "anyOf": [{"required": ["uri"]}, {"required": ["host"]}],
 }
 
 
 TEMPLATE_KEYS = ("db_name", "user", "secure", "server_name", "interval", "timeout", "rpc",
-                 "connect_interval", "token_file", "password_file")
+                 "connect_interval", "token_file", "password_file", "canary")
 
 
 def node(path, value):

@@ -45,6 +45,8 @@ ALERT_NAMES = [
     "MilvusProbeSlowConnection",
     "MilvusUnhealthy",
     "MilvusQuotaDenying",
+    "MilvusCanaryFailing",
+    "MilvusRateLimited",
     "MilvusProbeTargetAbsent",
     "MilvusServerVersionChanged",
 ]
