@@ -101,6 +101,7 @@ def test_setup_from_nothing_then_search_query_write(milvus: MilvusLite, lite: Mi
         Phase.CLOSE,
     ]
     assert result.visibility is not None and 0 < result.visibility < result.phases["write"]
+    assert result.to_dict()["canary_visibility_seconds"] == result.visibility
     row = lite.get(name, ids=[WRITE_PK], output_fields=["vector"])[0]
     assert row["vector"][0] < -1.0 + 1e-9  # the fixed row carries the written value
     trace = trace_text(result)

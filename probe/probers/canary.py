@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from probe.logs import fields
 from probe.milvus import client
 from probe.milvus import wire_pb2 as wire
 from probe.probers import Failed
@@ -433,15 +434,18 @@ class CanarySetups:
         now = self._clock()
         with self._lock:
             state = self._states.setdefault(key, SetupState())
+            state_started = state.started_at
             state.running = False
             state.finished_at = now
             state.error = error
             state.last_duration = now - state.started_at
             state.counts[SetupResult.FAILURE if error else SetupResult.SUCCESS] += 1
         if error:
-            logger.warning("canary setup failed", extra={"alias": key[0], "error": error})
+            logger.warning("canary setup failed", extra=fields(alias=key[0], error=error))
         else:
-            logger.info("canary setup done", extra={"alias": key[0]})
+            logger.info(
+                "canary setup done", extra=fields(alias=key[0], took=f"{now - state_started:.3f}s")
+            )
 
     def forget(self, key: tuple[str, str]) -> None:
         with self._lock:

@@ -69,9 +69,14 @@ class GrpcFacts:
     """False when the server answered Connect with UNIMPLEMENTED (Milvus before 2.3)."""
     canary_notes: tuple[tuple[str, str], ...] = ()
     """What each canary phase did, in words (phase, note)."""
+    canary_visibility: float | None = None
+    """Seconds from the canary's acknowledged write until a strong read saw it."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"grpc_code": self.grpc_code, "connect_called": self.connect_called}
+        found: dict[str, Any] = {"grpc_code": self.grpc_code, "connect_called": self.connect_called}
+        if self.canary_visibility is not None:
+            found["canary_visibility_seconds"] = self.canary_visibility
+        return found
 
     def phase_note(self, result: ProbeResult, phase: str) -> str:
         """What `phase` did, in words, for traces."""
@@ -238,6 +243,7 @@ class GrpcProber:
             connect_called=cycle.connect_called,
             connect_supported=cycle.connect_supported,
             canary_notes=tuple(cycle.canary.notes.items()) if cycle.canary else (),
+            canary_visibility=cycle.canary.visibility if cycle.canary else None,
         )
         server_info = _redacted_info(cycle.server_info, redact)
         self.connect_policy.record(target, facts, server_info)
