@@ -63,7 +63,9 @@ class App:
         self.probers = Probers(max_concurrent=config.probe.max_concurrent)
         self.ledger = self.probers.ledger
         max_timeout = max([t.timeout for t in config.targets] + [config.probe.timeout])
-        self.metrics = ProbeMetrics(self.registry, self.ledger, max_timeout)
+        self.metrics = ProbeMetrics(
+            self.registry, self.ledger, max_timeout, self.probers.canary_setups
+        )
         self.metrics_app = metrics_app(self.registry)
         self.health = Health(config.readiness, config.probe.history, clock=clock)
         self.source = StaticTargetSource(config.targets)

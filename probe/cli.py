@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TextIO
 import probe
 from probe import logs
 from probe.config import (
+    CANARY_OPTIONS,
     CONNECTION_OPTIONS,
     OPTIONS,
     OPTIONS_BY_KEY,
@@ -73,8 +74,9 @@ exit codes (as grpc-health-probe):
   1  bad arguments or configuration
   2  connection failed (dns, refused, timeout, tls, unavailable)
   3  RPC failed (unauthenticated, permission_denied, db_not_found, not_ready,
-     unimplemented, error)
-  4  Milvus answered but reports it is unhealthy
+     unimplemented, collection_missing, not_loaded, rate_limited, quota_exceeded, error)
+  4  Milvus answered but reports it is unhealthy, or the canary got a wrong answer
+     (wrong_result)
 
 -v and --db-name also call Milvus Connect, which registers a client in the proxy for
 24 h: for frequent exec probes prefer the daemon's /readyz/<alias>.
@@ -139,6 +141,31 @@ def _add_connection(parser: argparse.ArgumentParser, *, short: bool) -> None:
         group.add_argument(*flags, **kwargs)
 
 
+def _add_canary(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "Data-plane canary (the flag target; a config file target has a `canary:` block)"
+    )
+    for option in CANARY_OPTIONS:
+        group.add_argument(
+            option.flag,
+            dest=f"conn:{option.key}",
+            metavar=option.metavar,
+            default=argparse.SUPPRESS,
+            help=f"{option.help} (env {option.env_name})",
+        )
+
+
+CANARY_EPILOG = """\
+Sets the canary's collection up once (create, insert the known rows, FLAT index, load),
+so the daemon can run with `create: false` and a user that may only search, query and
+(with write: true) upsert. Changes nothing that is already right; never drops anything.
+
+examples:
+  milvus-probe canary init --uri http://milvus:19530 --token-file /secrets/admin-token
+  milvus-probe canary init --config.file probe.yaml --alias prod
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="milvus-probe",
@@ -163,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_options(serve)
     _add_connection(serve, short=False)
+    _add_canary(serve)
 
     check = commands.add_parser(
         "check",
@@ -207,6 +235,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="take the target (by --alias) from this config file",
     )
     _add_connection(check, short=True)
+    _add_canary(check)
+
+    canary = commands.add_parser(
+        "canary",
+        help="the data-plane canary's collection: `canary init` sets it up once",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Manage the data-plane canary's collection.",
+        epilog=CANARY_EPILOG,
+    )
+    canary.add_argument("action", choices=("init",), help="init: set the collection up once")
+    canary.add_argument(
+        "--config.file",
+        dest="opt:config.file",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="take the target (by --alias) and its canary block from this config file",
+    )
+    canary.add_argument(
+        "--timeout",
+        dest="opt:probe.timeout",
+        metavar="DURATION",
+        default=argparse.SUPPRESS,
+        help="time to wait for a connection (default 5s); the setup itself has "
+        "--canary.setup-timeout",
+    )
+    _add_connection(canary, short=False)
+    _add_canary(canary)
     return parser
 
 
@@ -224,7 +279,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     parser = build_parser()
     args = parser.parse_args(argv)
     env = dict(os.environ) if environ is None else environ
-    if args.command in ("serve", "check"):
+    if args.command in ("serve", "check", "canary"):
         from probe.milvus import grpcio
 
         try:
@@ -236,6 +291,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         return serve(args, env)
     if args.command == "check":
         return check(args, env, sys.stdout)
+    if args.command == "canary":
+        return canary_init(args, env, sys.stdout)
     parser.print_help(sys.stderr)
     return EXIT_BAD_INPUT
 
@@ -304,17 +361,15 @@ def exit_code(result: ProbeResult) -> int:
     if result.success:
         return EXIT_OK
     assert result.reason is not None
-    if result.reason is FailureReason.UNHEALTHY:
+    if result.reason in (FailureReason.UNHEALTHY, FailureReason.WRONG_RESULT):
         return EXIT_UNHEALTHY
     if result.reason.is_connection_failure:
         return EXIT_CONNECTION
     return EXIT_RPC
 
 
-def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int:
-    from probe.milvus.channel import warm_up
-    from probe.probers import InfoMode, Probers
-
+def _one_target(args: argparse.Namespace, environ: dict[str, str]) -> Any:
+    """The one target `check` and `canary init` work on, or the exit code of bad input."""
     sources = sources_from(args, environ)
     flags = dict(sources.flags)
     given = set(flags) | {o.name for o in CONNECTION_OPTIONS if environ.get(o.env_name)}
@@ -335,10 +390,23 @@ def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int
     if isinstance(target, str):
         print(f"milvus-probe: {target}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    return target
+
+
+def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int:
+    from probe.milvus.channel import warm_up
+    from probe.probers import InfoMode, Probers
+    from probe.probers.canary import CanarySetups
+
+    target = _one_target(args, environ)
+    if isinstance(target, int):
+        return target
     logs.setup("error", "text")
     info = InfoMode.FULL if (args.verbose or target.db_name) else InfoMode.VERSION
     warm_up()
-    result = Probers(max_concurrent=1).run(target, info)
+    # One cycle: a canary's setup could not finish before exit; `canary init` does it.
+    probers = Probers(max_concurrent=1, canary_setups=CanarySetups(background=False))
+    result = probers.run(target, info)
     code = exit_code(result)
     if args.output == "json":
         body = result.to_dict()
@@ -361,6 +429,37 @@ def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int
             file=out,
         )
     return code
+
+
+def canary_init(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int:
+    """`milvus-probe canary init`: set the target's canary collection up once."""
+    import dataclasses
+
+    from probe.milvus.channel import warm_up
+    from probe.probers.canary import SetupError, footprint_bytes
+    from probe.probers.grpc import GrpcProber
+    from probe.targets import Canary
+
+    target = _one_target(args, environ)
+    if isinstance(target, int):
+        return target
+    logs.setup("error", "text")
+    canary = target.canary or Canary()
+    target = dataclasses.replace(target, canary=dataclasses.replace(canary, create=True))
+    warm_up()
+    try:
+        done = GrpcProber().set_up(target)
+    except SetupError as exc:
+        print(f"FAIL {target.alias} {target.address} canary init: {exc}", file=out)
+        return EXIT_RPC
+    what = "; ".join(done) or "already set up, nothing to do"
+    print(
+        f"OK {target.alias} {target.address} collection {canary.collection!r} "
+        f"({canary.rows} rows, dimension {canary.dimension}, "
+        f"~{footprint_bytes(canary)} bytes of vectors): {what}",
+        file=out,
+    )
+    return EXIT_OK
 
 
 def _pick_target(config: Config, alias: str | None) -> Any:

@@ -10,6 +10,11 @@ target is added (so counters start at 0) and removed when it goes away. A sample
     milvus_probe_phase_duration_seconds_bucket{alias="default",...,phase="connect",le="0.001"} 40.0
     milvus_probe_connections_opened_total{alias="default",target="localhost:19530",...} 42.0
     milvus_probe_server_info{alias="default",...,version="v2.3.5",...,deploy_mode="STANDALONE"} 1.0
+    milvus_probe_canary_visibility_seconds_bucket{alias="default",...,le="0.25"} 40.0
+    milvus_probe_canary_setups_total{alias="default",...,result="success"} 1.0
+
+The canary's series (phases search/query/write, visibility, setups) exist only for
+targets with a `canary:` block: a target without one grows no series.
 
 Per-target numbers live in plain `_Series` objects: `record()` is a few increments under
 one lock, and a scrape writes each target's lines once per change (probe.exposition),
@@ -43,6 +48,7 @@ import probe
 from probe.exposition import RenderedFamily
 from probe.hub import TargetDiff
 from probe.probers import phases_of
+from probe.probers.canary import SETUP_RESULTS, CanarySetups
 from probe.probers.ledger import ConnectionLedger
 from probe.result import QUOTA_NONE, QUOTA_STATES, FailureReason, ProbeResult
 from probe.targets import Target
@@ -63,6 +69,11 @@ CYCLE_BUCKETS = (
 PHASE_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 2.5, 10.0, 30.0, 60.0)
 """Per phase, coarse: enough to tell which step got slow (the alerts use 0.25/1/2.5),
 at half the series of the cycle's buckets (five phases per target)."""
+
+
+VISIBILITY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""The canary's write → visible time: ~1 ms on milvus-lite, up to a time tick (200 ms by
+default) on a real Milvus reading strongly."""
 
 
 def latency_buckets(max_timeout: float, base: tuple[float, ...] = CYCLE_BUCKETS) -> list[float]:
@@ -132,6 +143,10 @@ class _Series:
         """Milvus's management view; only for targets with a management URI."""
         self.tls_expiry: float | None = None
         self.tls_info: tuple[str, ...] | None = None
+        self.visibility: _Histogram | None = None
+        """Only for targets whose canary writes."""
+        self.canary_setup = False
+        """Whether the target's canary sets its collection up (create: true)."""
         self.text: list[bytes] | None = None
         """Lines per family of `_FAMILIES`, encoded; None when a number changed since."""
 
@@ -212,6 +227,12 @@ _FAMILIES = (
         ),
     ),
     _Family(
+        "canary_visibility_seconds",
+        "histogram",
+        "Canary: time from an acknowledged upsert until a strong query saw it.",
+        lambda s: [] if s.visibility is None else s.visibility.rows(),
+    ),
+    _Family(
         "missed_cycles",
         "counter",
         "Cycles skipped because the previous one had not finished or no worker was free.",
@@ -276,21 +297,41 @@ _CONNECTIONS = (
     ("open_connections", "gauge", "Channels open right now.", "", 2),
 )
 """Read from the ledger at scrape time, so they are never stale: (opened, closed, open)."""
+_SETUPS = (
+    (
+        "canary_setups",
+        "counter",
+        "Canary collection setups (create, insert, index, load), run off the cycle, by result.",
+    ),
+    (
+        "canary_setup_duration_seconds",
+        "gauge",
+        "How long the last canary setup took.",
+    ),
+)
+"""Read from the canary's setups at scrape time; only targets with `create: true`."""
 
 
 class _TargetFamilies(Collector):
     """Every per-target family, from the series and the connection ledger."""
 
     def __init__(
-        self, series: dict[tuple[str, str], _Series], lock: threading.Lock, ledger: ConnectionLedger
+        self,
+        series: dict[tuple[str, str], _Series],
+        lock: threading.Lock,
+        ledger: ConnectionLedger,
+        setups: CanarySetups | None = None,
     ) -> None:
         self._series, self._lock, self._ledger = series, lock, ledger
+        self._setups = setups
 
     def describe(self) -> Iterator[Metric]:
         """The families' names, so the registry rejects clashes and `?name[]=` finds them."""
         for family in _FAMILIES:
             yield Metric(f"{PREFIX}_{family.name}", family.doc, family.type)
         for name, typ, doc, _, _ in _CONNECTIONS:
+            yield Metric(f"{PREFIX}_{name}", doc, typ)
+        for name, typ, doc in _SETUPS:
             yield Metric(f"{PREFIX}_{name}", doc, typ)
 
     def collect(self) -> Iterator[RenderedFamily]:
@@ -321,6 +362,31 @@ class _TargetFamilies(Collector):
         for name, typ, doc, suffix, which in _CONNECTIONS:
             full = f"{PREFIX}_{name}"
             rows = [(s, [(suffix, (), values[which])]) for s, values in connections]
+            yield RenderedFamily(
+                full,
+                doc,
+                typ,
+                functools.partial(_sample_list, full, rows),
+                functools.partial(_text_chunks, full, rows),
+            )
+        yield from self._setup_families(keyed)
+
+    def _setup_families(
+        self, keyed: list[tuple[tuple[str, str], _Series]]
+    ) -> Iterator[RenderedFamily]:
+        setups = self._setups.snapshot() if self._setups is not None else {}
+        counted: list[tuple[_Series, list[_Row]]] = []
+        durations: list[tuple[_Series, list[_Row]]] = []
+        for key, s in keyed:
+            if not s.canary_setup:
+                continue
+            counts, last = setups.get(key, ({}, 0.0))
+            counted.append(
+                (s, [("_total", (("result", r.value),), counts.get(r, 0)) for r in SETUP_RESULTS])
+            )
+            durations.append((s, [("", (), last)]))
+        for (name, typ, doc), rows in zip(_SETUPS, (counted, durations), strict=True):
+            full = f"{PREFIX}_{name}"
             yield RenderedFamily(
                 full,
                 doc,
@@ -384,15 +450,20 @@ class ProbeMetrics:
     """The exported metrics; `record()` turns a ProbeResult into samples."""
 
     def __init__(
-        self, registry: CollectorRegistry, ledger: ConnectionLedger, max_timeout: float = 5.0
+        self,
+        registry: CollectorRegistry,
+        ledger: ConnectionLedger,
+        max_timeout: float = 5.0,
+        canary_setups: CanarySetups | None = None,
     ) -> None:
         self.registry = registry
         self._cycle = _Buckets(latency_buckets(max_timeout))
         self._phase = _Buckets(latency_buckets(max_timeout, PHASE_BUCKETS))
+        self._visibility = _Buckets(latency_buckets(max_timeout, VISIBILITY_BUCKETS))
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], _Series] = {}
         """(alias, address) → the target's numbers."""
-        registry.register(_TargetFamilies(self._series, self._lock, ledger))
+        registry.register(_TargetFamilies(self._series, self._lock, ledger, canary_setups))
 
         self.schedule_lag = Histogram(
             f"{PREFIX}_schedule_lag_seconds",
@@ -426,7 +497,11 @@ class ProbeMetrics:
 
     def add_target(self, target: Target) -> None:
         """Create the target's series at 0."""
-        series = _Series(target.series_labels, self._cycle, self._phase, phases_of(target.protocol))
+        series = _Series(target.series_labels, self._cycle, self._phase, phases_of(target))
+        if target.canary is not None:
+            if target.canary.write:
+                series.visibility = _Histogram(self._visibility)
+            series.canary_setup = target.canary.create
         if target.management is not None:
             series.management = _Management()
         with self._lock:
@@ -483,6 +558,8 @@ class ProbeMetrics:
                 leaf = result.tls.chain[0]
                 s.tls_expiry = result.tls.earliest_expiry
                 s.tls_info = (result.tls.version, leaf.subject, leaf.issuer, leaf.serial)
+            if result.visibility is not None and s.visibility is not None:
+                s.visibility.observe(result.visibility)
 
     def missed_cycle(self, target: Target) -> None:
         with self._lock:

@@ -22,7 +22,12 @@ class FailureReason(enum.StrEnum):
     UNIMPLEMENTED = "unimplemented"
     UNHEALTHY = "unhealthy"
     UNAVAILABLE = "unavailable"
+    # The data-plane canary (probe/probers/canary.py) and Milvus's limits.
+    COLLECTION_MISSING = "collection_missing"
+    NOT_LOADED = "not_loaded"
+    WRONG_RESULT = "wrong_result"
     RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
     ERROR = "error"
 
     @property
@@ -204,6 +209,9 @@ class ProbeResult:
     """Milvus's own view of itself, when a management URI is set and the check was due."""
     tls: TlsView | None = None
     """The server's certificates, when this cycle inspected them."""
+    visibility: float | None = None
+    """Seconds from the canary's acknowledged write until a strong read saw it; None when
+    the cycle wrote nothing (or never saw its write)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, used by `/probe` and `check --output json`."""

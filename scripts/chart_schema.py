@@ -104,6 +104,38 @@ target_item = {
         },
         "management_interval": dict(DUR, description="Least time between management checks"),
         "tls_inspect_interval": dict(DUR, description="Least time between TLS inspections"),
+        "canary": {
+            "description": "The data-plane canary (README: The data-plane canary): true for "
+            "every default, or its settings",
+            "anyOf": [
+                {"type": "boolean"},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "enabled": {"type": "boolean", "description": "Run the canary"},
+                        "collection": {
+                            "type": "string",
+                            "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,254}$",
+                            "description": "Collection it searches, queries and writes",
+                        },
+                        "create": {
+                            "type": "boolean",
+                            "description": "Create, fill, index and load it when missing "
+                            "or not loaded",
+                        },
+                        "dimension": {"type": "integer", "minimum": 2, "maximum": 512},
+                        "rows": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "write": {
+                            "type": "boolean",
+                            "description": "Also upsert one fixed row and read it back",
+                        },
+                        "every": {"type": "integer", "minimum": 1, "maximum": 10000},
+                        "setup_timeout": dict(DUR, description="Time a setup may take"),
+                    },
+                },
+            ],
+        },
     },
     "anyOf": [{"required": ["uri"]}, {"required": ["host"]}],
 }
@@ -111,7 +143,7 @@ target_item = {
 
 TEMPLATE_KEYS = ("db_name", "user", "secure", "server_name", "interval", "timeout", "rpc",
                  "connect_interval", "token_file", "password_file", "protocol", "rest_api",
-                 "tls_inspect_interval")
+                 "tls_inspect_interval", "canary")
 
 
 def node(path, value):

@@ -1,5 +1,8 @@
 """`make demo`: a local Milvus (milvus-lite server) on 127.0.0.1:19530 and the probe on :9091.
 
+The probe runs the data-plane canary (create: true, write: true): the first cycle finds no
+collection and sets it up in the background, then every cycle shows search, query and write.
+
 Ctrl-C stops both. Ports can be changed with MILVUS_PORT and PROBE_PORT.
 """
 
@@ -130,6 +133,10 @@ def main() -> int:
                 f"http://127.0.0.1:{MILVUS_PORT}",
                 "--web.listen-address",
                 f":{PROBE_PORT}",
+                "--canary.create",
+                "true",
+                "--canary.write",
+                "true",
             ]
         )
         children.append(probe)
@@ -141,8 +148,8 @@ demo: both are up. Try:
   {base}/                 status page (open in a browser)
   curl {base}/metrics     Prometheus metrics
   curl {base}/readyz?verbose
-  curl {base}/probe       run one cycle now and show its trace
-  .venv/bin/milvus-probe check -p {MILVUS_PORT} -v
+  curl {base}/probe       run one cycle now and show its trace (search, query, write)
+  .venv/bin/milvus-probe check -p {MILVUS_PORT} -v --canary.write true
 Ctrl-C stops both.
 """,
             flush=True,

@@ -10,6 +10,7 @@ import base64
 import datetime
 import ipaddress
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -213,6 +214,128 @@ def milvus_double(behaviour: Behaviour | None = None, **kwargs: Any) -> Iterator
         yield double
     finally:
         double.stop()
+
+
+# --------------------------------------------------------------------------- canary double
+
+
+@dataclass
+class CanaryFaults:
+    """What the canary double gets wrong on purpose. Defaults: nothing."""
+
+    search_status: tuple[int, int, str] | None = None
+    """(code, legacy error_code, reason) Search answers with."""
+    query_status: tuple[int, int, str] | None = None
+    upsert_status: tuple[int, int, str] | None = None
+    search_wrong_id: bool = False
+    """Search answers the primary key of another row."""
+    search_delay: float = 0.0
+    upsert_ignored: bool = False
+    """Upsert answers success but keeps the old row."""
+
+
+class CanaryDouble(MilvusDouble):
+    """A MilvusDouble that also answers the canary's Search, Query and Upsert from a table of
+    its own, and fails them on demand.
+
+    Real servers (milvus-lite, 2.3.5) can't be made to rate-limit, answer a quota error,
+    return the wrong row or stall a search; this double can. `rows` holds pk → vector.
+    """
+
+    def __init__(self, faults: CanaryFaults | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.faults = faults or CanaryFaults()
+        self.rows: dict[int, list[float]] = {}
+        handlers = {
+            "Search": grpc.unary_unary_rpc_method_handler(
+                self._search, wire.SearchRequest.FromString, wire.SearchResults.SerializeToString
+            ),
+            "Query": grpc.unary_unary_rpc_method_handler(
+                self._query, wire.QueryRequest.FromString, wire.QueryResults.SerializeToString
+            ),
+            "Upsert": grpc.unary_unary_rpc_method_handler(
+                self._upsert, wire.UpsertRequest.FromString, wire.MutationResult.SerializeToString
+            ),
+        }
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, handlers),)
+        )
+
+    def fill(self, rows: int, dimension: int) -> None:
+        from probe.probers.canary import known_vector
+
+        self.rows = {r: known_vector(r, dimension) for r in range(1, rows + 1)}
+
+    @staticmethod
+    def _status(fault: tuple[int, int, str] | None) -> wire.Status:
+        if fault is None:
+            return wire.Status()
+        code, error_code, reason = fault
+        return wire.Status(code=code, error_code=error_code, reason=reason)
+
+    def _search(self, request: wire.SearchRequest, context: grpc.ServicerContext) -> Any:
+        self._enter("Search", context)
+        if self.faults.search_delay:
+            time.sleep(self.faults.search_delay)  # the injected fault
+        if self.faults.search_status is not None:
+            return wire.SearchResults(status=self._status(self.faults.search_status))
+        group = wire.PlaceholderGroup.FromString(request.placeholder_group)
+        raw = group.placeholders[0].values[0]
+        vector = list(struct.unpack(f"<{len(raw) // 4}f", raw))
+        ranked = sorted(
+            self.rows,
+            key=lambda pk: sum((a - b) ** 2 for a, b in zip(self.rows[pk], vector, strict=True)),
+        )
+        ids = ranked[:1]
+        if self.faults.search_wrong_id and ids:
+            ids = [ids[0] + 1]
+        return wire.SearchResults(
+            status=wire.Status(),
+            results=wire.SearchResultData(
+                num_queries=1, top_k=1, ids=wire.IDs(int_id=wire.LongArray(data=ids)), topks=[1]
+            ),
+        )
+
+    def _query(self, request: wire.QueryRequest, context: grpc.ServicerContext) -> Any:
+        self._enter("Query", context)
+        if self.faults.query_status is not None:
+            return wire.QueryResults(status=self._status(self.faults.query_status))
+        pks = [int(x) for x in request.expr.split("[", 1)[1].rstrip("]").split(",")]
+        found = [pk for pk in pks if pk in self.rows]
+        dim = len(next(iter(self.rows.values()))) if self.rows else 0
+        return wire.QueryResults(
+            status=wire.Status(),
+            fields_data=[
+                wire.FieldData(
+                    type=5,
+                    field_name="pk",
+                    scalars=wire.ScalarField(long_data=wire.LongArray(data=found)),
+                ),
+                wire.FieldData(
+                    type=101,
+                    field_name="vector",
+                    vectors=wire.VectorField(
+                        dim=dim,
+                        float_vector=wire.FloatArray(
+                            data=[x for pk in found for x in self.rows[pk]]
+                        ),
+                    ),
+                ),
+            ],
+        )
+
+    def _upsert(self, request: wire.UpsertRequest, context: grpc.ServicerContext) -> Any:
+        self._enter("Upsert", context)
+        if self.faults.upsert_status is not None:
+            return wire.MutationResult(status=self._status(self.faults.upsert_status))
+        if self.faults.upsert_ignored:
+            return wire.MutationResult(status=wire.Status(), upsert_cnt=1)
+        pks = list(request.fields_data[0].scalars.long_data.data)
+        flat = list(request.fields_data[1].vectors.float_vector.data)
+        dim = len(flat) // len(pks)
+        for i, pk in enumerate(pks):
+            self.rows[pk] = flat[i * dim : (i + 1) * dim]
+        return wire.MutationResult(status=wire.Status(), upsert_cnt=len(pks))
 
 
 # --------------------------------------------------------------------------- TCP proxy

@@ -107,7 +107,7 @@ def test_metrics_after_first_cycle_against_real_milvus(milvus: MilvusLite,
 
     failures = {s.labels["reason"]: s.value for s in m.find("milvus_probe_failures_total", **key)}
     assert failures == {reason.value: 0.0 for reason in FailureReason}
-    assert len(failures) == 13  # the bounded set: twelve, and rate_limited (REST)
+    assert len(failures) == len(FailureReason) == 17  # 12, the canary's and Milvus's limits
 
     # The first cycle calls Connect + GetVersion, so every phase ran once.
     for phase in Phase:

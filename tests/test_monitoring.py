@@ -47,6 +47,8 @@ ALERT_NAMES = [
     "MilvusProbeSlowConnection",
     "MilvusUnhealthy",
     "MilvusQuotaDenying",
+    "MilvusCanaryFailing",
+    "MilvusRateLimited",
     "MilvusProbeTargetAbsent",
     "MilvusServerVersionChanged",
     "MilvusProbeHealthyButUnreachable",

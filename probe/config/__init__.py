@@ -32,6 +32,7 @@ from probe.config.values import format_duration, parse_duration
 if TYPE_CHECKING:
     from probe.config.loader import Sources, describe, load
     from probe.config.options import (
+        CANARY_OPTIONS,
         CONNECTION_OPTIONS,
         OPTIONS,
         OPTIONS_BY_KEY,
@@ -44,6 +45,7 @@ _LAZY = {
     "Sources": "probe.config.loader",
     "describe": "probe.config.loader",
     "load": "probe.config.loader",
+    "CANARY_OPTIONS": "probe.config.options",
     "CONNECTION_OPTIONS": "probe.config.options",
     "OPTIONS": "probe.config.options",
     "OPTIONS_BY_KEY": "probe.config.options",
@@ -61,6 +63,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CANARY_OPTIONS",
     "CONNECTION_OPTIONS",
     "OPTIONS",
     "OPTIONS_BY_KEY",

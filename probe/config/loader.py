@@ -25,6 +25,7 @@ from probe.config.settings import (
 from probe.config.targets import check_pool_and_handler, file_and_flag_targets
 from probe.config.values import format_duration
 from probe.milvus.auth import SecretFile
+from probe.targets import Target
 
 
 @dataclass(frozen=True)
@@ -207,5 +208,15 @@ def describe(config: Config) -> list[str]:
             f"timeout={format_duration(t.timeout)} "
             + (f"protocol=rest api={t.rest_api}" if t.protocol == "rest" else f"rpc={t.rpc}")
             + (f" management={t.management.uri}" if t.management else "")
+            + (_describe_canary(t) if t.canary else "")
         )
     return lines
+
+
+def _describe_canary(target: Target) -> str:
+    c = target.canary
+    assert c is not None
+    return (
+        f" canary={c.collection} create={str(c.create).lower()} write={str(c.write).lower()} "
+        f"rows={c.rows} dimension={c.dimension} every={c.every}"
+    )

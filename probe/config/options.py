@@ -32,6 +32,7 @@ from probe.config.values import (
     string,
 )
 from probe.result import RpcMethod
+from probe.targets import Canary
 
 
 @dataclass(frozen=True)
@@ -377,16 +378,91 @@ CONNECTION_OPTIONS: tuple[ConnectionOption, ...] = (
 CONNECTION_KEYS = {o.name for o in CONNECTION_OPTIONS}
 SECRET_FLAGS = tuple(o.flag for o in CONNECTION_OPTIONS if o.secret)
 
+
+@dataclass(frozen=True)
+class CanaryOption:
+    """A key of a target's `canary:` block; for the flag target also `--canary.<key>`."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    help: str
+    metavar: str = "VALUE"
+
+    @property
+    def key(self) -> str:
+        """The flag's key in Sources.flags (`canary.setup_timeout`)."""
+        return f"canary.{self.name}"
+
+    @property
+    def flag(self) -> str:
+        return "--canary." + self.name.replace("_", "-")
+
+    @property
+    def env_name(self) -> str:
+        return "MILVUS_PROBE_CANARY_" + self.name.upper()
+
+
+CANARY_OPTIONS: tuple[CanaryOption, ...] = (
+    CanaryOption(
+        "enabled",
+        parse_bool,
+        "run the data-plane canary (implied by any other --canary.* flag)",
+        "BOOL",
+    ),
+    CanaryOption(
+        "collection",
+        string,
+        f"collection the canary searches, queries and writes (default {Canary.collection})",
+        "NAME",
+    ),
+    CanaryOption(
+        "create",
+        parse_bool,
+        "create, fill, index and load the collection when missing or not loaded (default false)",
+        "BOOL",
+    ),
+    CanaryOption(
+        "dimension", int_in(2, 512), f"vector dimension (default {Canary.dimension})", "N"
+    ),
+    CanaryOption("rows", int_in(1, 1000), f"known rows (default {Canary.rows})", "N"),
+    CanaryOption(
+        "write",
+        parse_bool,
+        "also upsert one fixed row and read it back with strong consistency (default false)",
+        "BOOL",
+    ),
+    CanaryOption(
+        "every",
+        int_in(1, 10_000),
+        "run the canary on every Nth scheduled cycle (default 1)",
+        "N",
+    ),
+    CanaryOption(
+        "setup_timeout",
+        parse_duration,
+        f"time a setup may take (default {Canary.setup_timeout:g}s)",
+        "DURATION",
+    ),
+)
+CANARY_KEYS = {o.name for o in CANARY_OPTIONS}
+"""Keys of a `canary:` block."""
+CANARY_FLAG_KEYS = {o.key for o in CANARY_OPTIONS}
+"""`canary.<key>` as flags and the environment name them in Sources.flags."""
+
 TARGET_OVERRIDES = {
     "interval": parse_duration,
     "timeout": parse_duration,
     "rpc": choice(RpcMethod),
     "connect_interval": parse_duration,
 }
-TARGET_KEYS = CONNECTION_KEYS | set(TARGET_OVERRIDES)
+TARGET_KEYS = CONNECTION_KEYS | set(TARGET_OVERRIDES) | {"canary"}
 FILE_SECTIONS = {"probe", "readiness", "targets", "discovery"}
 
 
 def known_env_names() -> set[str]:
     """Every MILVUS_PROBE_* (and pymilvus) variable the loader reads."""
-    return {o.env for o in OPTIONS} | {o.env_name for o in CONNECTION_OPTIONS}
+    return (
+        {o.env for o in OPTIONS}
+        | {o.env_name for o in CONNECTION_OPTIONS}
+        | {o.env_name for o in CANARY_OPTIONS}
+    )

@@ -9,7 +9,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from probe.config.issues import Issues
-from probe.config.options import CONNECTION_KEYS, CONNECTION_OPTIONS, TARGET_KEYS, TARGET_OVERRIDES
+from probe.config.options import (
+    CANARY_FLAG_KEYS,
+    CANARY_KEYS,
+    CANARY_OPTIONS,
+    CONNECTION_KEYS,
+    CONNECTION_OPTIONS,
+    TARGET_KEYS,
+    TARGET_OVERRIDES,
+)
 from probe.config.settings import (
     DEFAULT_ALIAS,
     DEFAULT_HOST,
@@ -23,7 +31,7 @@ from probe.config.settings import (
 )
 from probe.config.values import format_duration, int_in, parse_bool, parse_duration, string
 from probe.milvus.auth import Credentials, Secret, SecretFile
-from probe.targets import Endpoint, Target, TLSFiles
+from probe.targets import Canary, Endpoint, Target, TLSFiles
 
 
 def check_pool_and_handler(raw: Mapping[Any, Any], where: str, issues: Issues) -> None:
@@ -48,6 +56,10 @@ def _env_target(environ: Mapping[str, str]) -> dict[str, Any]:
         value = environ.get(option.env_name)
         if value is not None and value != "":
             found[option.name] = value
+    for canary in CANARY_OPTIONS:
+        value = environ.get(canary.env_name)
+        if value is not None and value != "":
+            found[canary.key] = value
     return found
 
 
@@ -76,7 +88,7 @@ def file_and_flag_targets(
     # Connection settings from the environment and flags describe one target, the
     # one named by --alias / MILVUS_CONN_ALIAS, as in pymilvus; flags win over env.
     overlay = _env_target(environ)
-    flag_target = {k: v for k, v in flags.items() if k in CONNECTION_KEYS}
+    flag_target = {k: v for k, v in flags.items() if k in CONNECTION_KEYS | CANARY_FLAG_KEYS}
     _drop_other_address_form(overlay, flag_target)
     overlay.update(flag_target)
     overlay_where = "flags/environment"
@@ -123,10 +135,66 @@ _DB_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 _ALIAS = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")
 
 
+def _fold_canary_flags(raw: dict[str, Any]) -> dict[str, Any]:
+    """`canary.<key>` flags/environment merged over the target's `canary:` block."""
+    flat = {k[len("canary.") :]: raw[k] for k in raw if k in CANARY_FLAG_KEYS}
+    if not flat:
+        return raw
+    folded = {k: v for k, v in raw.items() if k not in CANARY_FLAG_KEYS}
+    block = raw.get("canary")
+    base = dict(block) if isinstance(block, dict) else {}
+    if block not in (None, True, False) and not isinstance(block, dict):
+        return folded  # the block's own error is reported; flags can't mend it
+    folded["canary"] = {**base, **flat}
+    return folded
+
+
+_COLLECTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+
+
+def _canary(block: Any, where: str, issues: Issues) -> Canary | None:
+    """The target's canary from its `canary:` block (true: every default; false/null: off)."""
+    where = f"{where}.canary"
+    if block is None or block is False:
+        return None
+    if block is True:
+        return Canary()
+    if not isinstance(block, dict):
+        issues.add(where, "expected true, false or a mapping of canary settings")
+        return None
+    values: dict[str, Any] = {}
+    for key, value in block.items():
+        option = next((o for o in CANARY_OPTIONS if o.name == key), None)
+        if option is None:
+            issues.add(
+                f"{where}.{key}", f"unknown key; expected one of {', '.join(sorted(CANARY_KEYS))}"
+            )
+            continue
+        if value is None:
+            continue
+        parsed = issues.parse(f"{where}.{key}", option.parse, value, None)
+        if parsed is not None:
+            values[key] = parsed
+    collection = values.get("collection")
+    if collection is not None and not _COLLECTION.fullmatch(collection):
+        issues.add(
+            f"{where}.collection",
+            f"{collection!r} is not a Milvus collection name (a letter or _, then letters, "
+            "digits or _; at most 255)",
+        )
+    timeout = values.get("setup_timeout")
+    if timeout is not None and timeout > 3600:
+        issues.add(f"{where}.setup_timeout", "must be at most 1h")
+    if values.pop("enabled", True) is False:
+        return None
+    return Canary(**values)
+
+
 def validate_target(
     raw: dict[str, Any], where: str, probe: ProbeSettings, issues: Issues
 ) -> Target | None:
     before = len(issues.items)
+    raw = _fold_canary_flags(raw)
     check_pool_and_handler(raw, f"{where}.", issues)
     for key in raw:
         if key == "handler" or (isinstance(key, str) and key.lower().startswith("pool")):
@@ -230,6 +298,7 @@ def validate_target(
     tls_inspect_interval = (
         get("tls_inspect_interval", parse_duration) or DEFAULT_TLS_INSPECT_INTERVAL
     )
+    canary = _canary(raw.get("canary"), where, issues)
     if len(issues.items) > before:
         return None
     return Target(
@@ -249,6 +318,7 @@ def validate_target(
         management=management,
         management_interval=management_interval,
         tls_inspect_interval=tls_inspect_interval,
+        canary=canary,
     )
 
 

@@ -1,4 +1,5 @@
-"""The three MilvusService calls the probe makes, on a channel it is handed."""
+"""The MilvusService calls the probe makes, on a channel it is handed: the three of every
+cycle, and the data-plane canary's (probe/probers/canary.py)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,7 @@ def metadata(authorization: str | None, db_name: str) -> list[tuple[str, str]]:
     return found
 
 
-_Response = TypeVar(
-    "_Response", wire.CheckHealthResponse, wire.GetVersionResponse, wire.ConnectResponse
-)
+_Response = TypeVar("_Response", bound=Message)
 
 
 def _call(
@@ -83,3 +82,79 @@ def connect(
     return _call(
         channel, CONNECT, wire.ConnectRequest(client_info=info), wire.ConnectResponse, timeout, md
     )
+
+
+# --------------------------------------------------------------------------- the canary's calls
+
+HAS_COLLECTION = f"/{SERVICE}/HasCollection"
+DESCRIBE_COLLECTION = f"/{SERVICE}/DescribeCollection"
+CREATE_COLLECTION = f"/{SERVICE}/CreateCollection"
+INSERT = f"/{SERVICE}/Insert"
+UPSERT = f"/{SERVICE}/Upsert"
+CREATE_INDEX = f"/{SERVICE}/CreateIndex"
+LOAD_COLLECTION = f"/{SERVICE}/LoadCollection"
+GET_LOAD_STATE = f"/{SERVICE}/GetLoadState"
+SEARCH = f"/{SERVICE}/Search"
+QUERY = f"/{SERVICE}/Query"
+
+
+def has_collection(
+    channel: grpc.Channel, timeout: float, md: Metadata, request: wire.HasCollectionRequest
+) -> wire.BoolResponse:
+    return _call(channel, HAS_COLLECTION, request, wire.BoolResponse, timeout, md)
+
+
+def describe_collection(
+    channel: grpc.Channel, timeout: float, md: Metadata, request: wire.DescribeCollectionRequest
+) -> wire.DescribeCollectionResponse:
+    return _call(
+        channel, DESCRIBE_COLLECTION, request, wire.DescribeCollectionResponse, timeout, md
+    )
+
+
+def create_collection(
+    channel: grpc.Channel, timeout: float, md: Metadata, request: wire.CreateCollectionRequest
+) -> wire.Status:
+    return _call(channel, CREATE_COLLECTION, request, wire.Status, timeout, md)
+
+
+def insert(
+    channel: grpc.Channel, timeout: float, md: Metadata, request: wire.InsertRequest
+) -> wire.MutationResult:
+    return _call(channel, INSERT, request, wire.MutationResult, timeout, md)
+
+
+def upsert(
+    channel: grpc.Channel, timeout: float, md: Metadata, request: wire.UpsertRequest
+) -> wire.MutationResult:
+    return _call(channel, UPSERT, request, wire.MutationResult, timeout, md)
+
+
+def create_index(
+    channel: grpc.Channel, timeout: float, md: Metadata, request: wire.CreateIndexRequest
+) -> wire.Status:
+    return _call(channel, CREATE_INDEX, request, wire.Status, timeout, md)
+
+
+def load_collection(
+    channel: grpc.Channel, timeout: float, md: Metadata, request: wire.LoadCollectionRequest
+) -> wire.Status:
+    return _call(channel, LOAD_COLLECTION, request, wire.Status, timeout, md)
+
+
+def get_load_state(
+    channel: grpc.Channel, timeout: float, md: Metadata, request: wire.GetLoadStateRequest
+) -> wire.GetLoadStateResponse:
+    return _call(channel, GET_LOAD_STATE, request, wire.GetLoadStateResponse, timeout, md)
+
+
+def search(
+    channel: grpc.Channel, timeout: float, md: Metadata, request: wire.SearchRequest
+) -> wire.SearchResults:
+    return _call(channel, SEARCH, request, wire.SearchResults, timeout, md)
+
+
+def query(
+    channel: grpc.Channel, timeout: float, md: Metadata, request: wire.QueryRequest
+) -> wire.QueryResults:
+    return _call(channel, QUERY, request, wire.QueryResults, timeout, md)

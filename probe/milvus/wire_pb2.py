@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17probe/milvus/wire.proto\x12\x11milvus_probe.wire\"\xcd\x01\n\x06Status\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x11\n\tretriable\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12<\n\nextra_info\x18\x06 \x03(\x0b\x32(.milvus_probe.wire.Status.ExtraInfoEntry\x1a\x30\n\x0e\x45xtraInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd3\x01\n\nClientInfo\x12\x10\n\x08sdk_type\x18\x01 \x01(\t\x12\x13\n\x0bsdk_version\x18\x02 \x01(\t\x12\x12\n\nlocal_time\x18\x03 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12=\n\x08reserved\x18\x06 \x03(\x0b\x32+.milvus_probe.wire.ClientInfo.ReservedEntry\x1a/\n\rReservedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x01\n\nServerInfo\x12\x12\n\nbuild_tags\x18\x01 \x01(\t\x12\x12\n\nbuild_time\x18\x02 \x01(\t\x12\x12\n\ngit_commit\x18\x03 \x01(\t\x12\x12\n\ngo_version\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65ploy_mode\x18\x05 \x01(\t\x12=\n\x08reserved\x18\x06 \x03(\x0b\x32+.milvus_probe.wire.ServerInfo.ReservedEntry\x1a/\n\rReservedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x0e\x43onnectRequest\x12\x32\n\x0b\x63lient_info\x18\x02 \x01(\x0b\x32\x1d.milvus_probe.wire.ClientInfo\"\x84\x01\n\x0f\x43onnectResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12\x32\n\x0bserver_info\x18\x02 \x01(\x0b\x32\x1d.milvus_probe.wire.ServerInfo\x12\x12\n\nidentifier\x18\x03 \x01(\x03\"\x14\n\x12\x43heckHealthRequest\"z\n\x13\x43heckHealthResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12\x11\n\tisHealthy\x18\x02 \x01(\x08\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x14\n\x0cquota_states\x18\x04 \x03(\x05\"\x13\n\x11GetVersionRequest\"P\n\x12GetVersionResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12\x0f\n\x07version\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17probe/milvus/wire.proto\x12\x11milvus_probe.wire\"\xcd\x01\n\x06Status\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\x11\n\tretriable\x18\x04 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12<\n\nextra_info\x18\x06 \x03(\x0b\x32(.milvus_probe.wire.Status.ExtraInfoEntry\x1a\x30\n\x0e\x45xtraInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd3\x01\n\nClientInfo\x12\x10\n\x08sdk_type\x18\x01 \x01(\t\x12\x13\n\x0bsdk_version\x18\x02 \x01(\t\x12\x12\n\nlocal_time\x18\x03 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12=\n\x08reserved\x18\x06 \x03(\x0b\x32+.milvus_probe.wire.ClientInfo.ReservedEntry\x1a/\n\rReservedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe1\x01\n\nServerInfo\x12\x12\n\nbuild_tags\x18\x01 \x01(\t\x12\x12\n\nbuild_time\x18\x02 \x01(\t\x12\x12\n\ngit_commit\x18\x03 \x01(\t\x12\x12\n\ngo_version\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65ploy_mode\x18\x05 \x01(\t\x12=\n\x08reserved\x18\x06 \x03(\x0b\x32+.milvus_probe.wire.ServerInfo.ReservedEntry\x1a/\n\rReservedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x0e\x43onnectRequest\x12\x32\n\x0b\x63lient_info\x18\x02 \x01(\x0b\x32\x1d.milvus_probe.wire.ClientInfo\"\x84\x01\n\x0f\x43onnectResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12\x32\n\x0bserver_info\x18\x02 \x01(\x0b\x32\x1d.milvus_probe.wire.ServerInfo\x12\x12\n\nidentifier\x18\x03 \x01(\x03\"\x14\n\x12\x43heckHealthRequest\"z\n\x13\x43heckHealthResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12\x11\n\tisHealthy\x18\x02 \x01(\x08\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x14\n\x0cquota_states\x18\x04 \x03(\x05\"\x13\n\x11GetVersionRequest\"P\n\x12GetVersionResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12\x0f\n\x07version\x18\x02 \x01(\t\"*\n\x0cKeyValuePair\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xe9\x01\n\x0b\x46ieldSchema\x12\x0f\n\x07\x66ieldID\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0eis_primary_key\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x11\n\tdata_type\x18\x05 \x01(\x05\x12\x34\n\x0btype_params\x18\x06 \x03(\x0b\x32\x1f.milvus_probe.wire.KeyValuePair\x12\x35\n\x0cindex_params\x18\x07 \x03(\x0b\x32\x1f.milvus_probe.wire.KeyValuePair\x12\x0e\n\x06\x61utoID\x18\x08 \x01(\x08\"u\n\x10\x43ollectionSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06\x61utoID\x18\x03 \x01(\x08\x12.\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x1e.milvus_probe.wire.FieldSchema\"\x19\n\tLongArray\x12\x0c\n\x04\x64\x61ta\x18\x01 \x03(\x03\"\x1a\n\nFloatArray\x12\x0c\n\x04\x64\x61ta\x18\x01 \x03(\x02\"\x1b\n\x0bStringArray\x12\x0c\n\x04\x64\x61ta\x18\x01 \x03(\t\"H\n\x0bScalarField\x12\x31\n\tlong_data\x18\x03 \x01(\x0b\x32\x1c.milvus_probe.wire.LongArrayH\x00\x42\x06\n\x04\x64\x61ta\"Y\n\x0bVectorField\x12\x0b\n\x03\x64im\x18\x01 \x01(\x03\x12\x35\n\x0c\x66loat_vector\x18\x02 \x01(\x0b\x32\x1d.milvus_probe.wire.FloatArrayH\x00\x42\x06\n\x04\x64\x61ta\"\xae\x01\n\tFieldData\x12\x0c\n\x04type\x18\x01 \x01(\x05\x12\x12\n\nfield_name\x18\x02 \x01(\t\x12\x31\n\x07scalars\x18\x03 \x01(\x0b\x32\x1e.milvus_probe.wire.ScalarFieldH\x00\x12\x31\n\x07vectors\x18\x04 \x01(\x0b\x32\x1e.milvus_probe.wire.VectorFieldH\x00\x12\x10\n\x08\x66ield_id\x18\x05 \x01(\x03\x42\x07\n\x05\x66ield\"s\n\x03IDs\x12.\n\x06int_id\x18\x01 \x01(\x0b\x32\x1c.milvus_probe.wire.LongArrayH\x00\x12\x30\n\x06str_id\x18\x02 \x01(\x0b\x32\x1e.milvus_probe.wire.StringArrayH\x00\x42\n\n\x08id_field\"@\n\x14HasCollectionRequest\x12\x0f\n\x07\x64\x62_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63ollection_name\x18\x03 \x01(\t\"H\n\x0c\x42oolResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12\r\n\x05value\x18\x02 \x01(\x08\"E\n\x19\x44\x65scribeCollectionRequest\x12\x0f\n\x07\x64\x62_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63ollection_name\x18\x03 \x01(\t\"\x92\x01\n\x1a\x44\x65scribeCollectionResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12\x33\n\x06schema\x18\x02 \x01(\x0b\x32#.milvus_probe.wire.CollectionSchema\x12\x14\n\x0c\x63ollectionID\x18\x03 \x01(\x03\"\x82\x01\n\x17\x43reateCollectionRequest\x12\x0f\n\x07\x64\x62_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63ollection_name\x18\x03 \x01(\t\x12\x0e\n\x06schema\x18\x04 \x01(\x0c\x12\x12\n\nshards_num\x18\x05 \x01(\x05\x12\x19\n\x11\x63onsistency_level\x18\x06 \x01(\x05\"\xa9\x01\n\rInsertRequest\x12\x0f\n\x07\x64\x62_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63ollection_name\x18\x03 \x01(\t\x12\x16\n\x0epartition_name\x18\x04 \x01(\t\x12\x31\n\x0b\x66ields_data\x18\x05 \x03(\x0b\x32\x1c.milvus_probe.wire.FieldData\x12\x11\n\thash_keys\x18\x06 \x03(\r\x12\x10\n\x08num_rows\x18\x07 \x01(\r\"\xa9\x01\n\rUpsertRequest\x12\x0f\n\x07\x64\x62_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63ollection_name\x18\x03 \x01(\t\x12\x16\n\x0epartition_name\x18\x04 \x01(\t\x12\x31\n\x0b\x66ields_data\x18\x05 \x03(\x0b\x32\x1c.milvus_probe.wire.FieldData\x12\x11\n\thash_keys\x18\x06 \x03(\r\x12\x10\n\x08num_rows\x18\x07 \x01(\r\"\x9b\x01\n\x0eMutationResult\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12#\n\x03IDs\x18\x02 \x01(\x0b\x32\x16.milvus_probe.wire.IDs\x12\x12\n\ninsert_cnt\x18\x06 \x01(\x03\x12\x12\n\nupsert_cnt\x18\x08 \x01(\x03\x12\x11\n\ttimestamp\x18\t \x01(\x04\"\x9d\x01\n\x12\x43reateIndexRequest\x12\x0f\n\x07\x64\x62_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63ollection_name\x18\x03 \x01(\t\x12\x12\n\nfield_name\x18\x04 \x01(\t\x12\x35\n\x0c\x65xtra_params\x18\x05 \x03(\x0b\x32\x1f.milvus_probe.wire.KeyValuePair\x12\x12\n\nindex_name\x18\x06 \x01(\t\"Y\n\x15LoadCollectionRequest\x12\x0f\n\x07\x64\x62_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63ollection_name\x18\x03 \x01(\t\x12\x16\n\x0ereplica_number\x18\x04 \x01(\x05\"X\n\x13GetLoadStateRequest\x12\x17\n\x0f\x63ollection_name\x18\x02 \x01(\t\x12\x17\n\x0fpartition_names\x18\x03 \x03(\t\x12\x0f\n\x07\x64\x62_name\x18\x04 \x01(\t\"P\n\x14GetLoadStateResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12\r\n\x05state\x18\x02 \x01(\x05\"=\n\x10PlaceholderValue\x12\x0b\n\x03tag\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\x05\x12\x0e\n\x06values\x18\x03 \x03(\x0c\"M\n\x10PlaceholderGroup\x12\x39\n\x0cplaceholders\x18\x01 \x03(\x0b\x32#.milvus_probe.wire.PlaceholderValue\"\xf7\x02\n\rSearchRequest\x12\x0f\n\x07\x64\x62_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63ollection_name\x18\x03 \x01(\t\x12\x17\n\x0fpartition_names\x18\x04 \x03(\t\x12\x0b\n\x03\x64sl\x18\x05 \x01(\t\x12\x19\n\x11placeholder_group\x18\x06 \x01(\x0c\x12\x10\n\x08\x64sl_type\x18\x07 \x01(\x05\x12\x15\n\routput_fields\x18\x08 \x03(\t\x12\x36\n\rsearch_params\x18\t \x03(\x0b\x32\x1f.milvus_probe.wire.KeyValuePair\x12\x18\n\x10travel_timestamp\x18\n \x01(\x04\x12\x1b\n\x13guarantee_timestamp\x18\x0b \x01(\x04\x12\n\n\x02nq\x18\x0c \x01(\x03\x12\x1b\n\x13not_return_all_meta\x18\r \x01(\x08\x12\x19\n\x11\x63onsistency_level\x18\x0e \x01(\x05\x12\x1f\n\x17use_default_consistency\x18\x0f \x01(\x08\"z\n\x10SearchResultData\x12\x13\n\x0bnum_queries\x18\x01 \x01(\x03\x12\r\n\x05top_k\x18\x02 \x01(\x03\x12\x0e\n\x06scores\x18\x04 \x03(\x02\x12#\n\x03ids\x18\x05 \x01(\x0b\x32\x16.milvus_probe.wire.IDs\x12\r\n\x05topks\x18\x06 \x03(\x03\"p\n\rSearchResults\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12\x34\n\x07results\x18\x02 \x01(\x0b\x32#.milvus_probe.wire.SearchResultData\"\xbd\x02\n\x0cQueryRequest\x12\x0f\n\x07\x64\x62_name\x18\x02 \x01(\t\x12\x17\n\x0f\x63ollection_name\x18\x03 \x01(\t\x12\x0c\n\x04\x65xpr\x18\x04 \x01(\t\x12\x15\n\routput_fields\x18\x05 \x03(\t\x12\x17\n\x0fpartition_names\x18\x06 \x03(\t\x12\x18\n\x10travel_timestamp\x18\x07 \x01(\x04\x12\x1b\n\x13guarantee_timestamp\x18\x08 \x01(\x04\x12\x35\n\x0cquery_params\x18\t \x03(\x0b\x32\x1f.milvus_probe.wire.KeyValuePair\x12\x1b\n\x13not_return_all_meta\x18\n \x01(\x08\x12\x19\n\x11\x63onsistency_level\x18\x0b \x01(\x05\x12\x1f\n\x17use_default_consistency\x18\x0c \x01(\x08\"\x9c\x01\n\x0cQueryResults\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.milvus_probe.wire.Status\x12\x31\n\x0b\x66ields_data\x18\x02 \x03(\x0b\x32\x1c.milvus_probe.wire.FieldData\x12\x17\n\x0f\x63ollection_name\x18\x03 \x01(\t\x12\x15\n\routput_fields\x18\x04 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -61,4 +61,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETVERSIONREQUEST']._serialized_end=1066
   _globals['_GETVERSIONRESPONSE']._serialized_start=1068
   _globals['_GETVERSIONRESPONSE']._serialized_end=1148
+  _globals['_KEYVALUEPAIR']._serialized_start=1150
+  _globals['_KEYVALUEPAIR']._serialized_end=1192
+  _globals['_FIELDSCHEMA']._serialized_start=1195
+  _globals['_FIELDSCHEMA']._serialized_end=1428
+  _globals['_COLLECTIONSCHEMA']._serialized_start=1430
+  _globals['_COLLECTIONSCHEMA']._serialized_end=1547
+  _globals['_LONGARRAY']._serialized_start=1549
+  _globals['_LONGARRAY']._serialized_end=1574
+  _globals['_FLOATARRAY']._serialized_start=1576
+  _globals['_FLOATARRAY']._serialized_end=1602
+  _globals['_STRINGARRAY']._serialized_start=1604
+  _globals['_STRINGARRAY']._serialized_end=1631
+  _globals['_SCALARFIELD']._serialized_start=1633
+  _globals['_SCALARFIELD']._serialized_end=1705
+  _globals['_VECTORFIELD']._serialized_start=1707
+  _globals['_VECTORFIELD']._serialized_end=1796
+  _globals['_FIELDDATA']._serialized_start=1799
+  _globals['_FIELDDATA']._serialized_end=1973
+  _globals['_IDS']._serialized_start=1975
+  _globals['_IDS']._serialized_end=2090
+  _globals['_HASCOLLECTIONREQUEST']._serialized_start=2092
+  _globals['_HASCOLLECTIONREQUEST']._serialized_end=2156
+  _globals['_BOOLRESPONSE']._serialized_start=2158
+  _globals['_BOOLRESPONSE']._serialized_end=2230
+  _globals['_DESCRIBECOLLECTIONREQUEST']._serialized_start=2232
+  _globals['_DESCRIBECOLLECTIONREQUEST']._serialized_end=2301
+  _globals['_DESCRIBECOLLECTIONRESPONSE']._serialized_start=2304
+  _globals['_DESCRIBECOLLECTIONRESPONSE']._serialized_end=2450
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_start=2453
+  _globals['_CREATECOLLECTIONREQUEST']._serialized_end=2583
+  _globals['_INSERTREQUEST']._serialized_start=2586
+  _globals['_INSERTREQUEST']._serialized_end=2755
+  _globals['_UPSERTREQUEST']._serialized_start=2758
+  _globals['_UPSERTREQUEST']._serialized_end=2927
+  _globals['_MUTATIONRESULT']._serialized_start=2930
+  _globals['_MUTATIONRESULT']._serialized_end=3085
+  _globals['_CREATEINDEXREQUEST']._serialized_start=3088
+  _globals['_CREATEINDEXREQUEST']._serialized_end=3245
+  _globals['_LOADCOLLECTIONREQUEST']._serialized_start=3247
+  _globals['_LOADCOLLECTIONREQUEST']._serialized_end=3336
+  _globals['_GETLOADSTATEREQUEST']._serialized_start=3338
+  _globals['_GETLOADSTATEREQUEST']._serialized_end=3426
+  _globals['_GETLOADSTATERESPONSE']._serialized_start=3428
+  _globals['_GETLOADSTATERESPONSE']._serialized_end=3508
+  _globals['_PLACEHOLDERVALUE']._serialized_start=3510
+  _globals['_PLACEHOLDERVALUE']._serialized_end=3571
+  _globals['_PLACEHOLDERGROUP']._serialized_start=3573
+  _globals['_PLACEHOLDERGROUP']._serialized_end=3650
+  _globals['_SEARCHREQUEST']._serialized_start=3653
+  _globals['_SEARCHREQUEST']._serialized_end=4028
+  _globals['_SEARCHRESULTDATA']._serialized_start=4030
+  _globals['_SEARCHRESULTDATA']._serialized_end=4152
+  _globals['_SEARCHRESULTS']._serialized_start=4154
+  _globals['_SEARCHRESULTS']._serialized_end=4266
+  _globals['_QUERYREQUEST']._serialized_start=4269
+  _globals['_QUERYREQUEST']._serialized_end=4586
+  _globals['_QUERYRESULTS']._serialized_start=4589
+  _globals['_QUERYRESULTS']._serialized_end=4745
 # @@protoc_insertion_point(module_scope)

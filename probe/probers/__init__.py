@@ -4,7 +4,9 @@ A prober knows nothing of metrics, schedules, health or HTTP. Adding a kind mean
 a module here with a class that satisfies `Prober`, and one line in `KINDS`; its code is
 imported only when a target uses it.
 
-    grpc.py        the gRPC cycle: resolve → connect → CheckHealth/GetVersion → info → close
+    grpc.py        the gRPC cycle: resolve → connect → CheckHealth/GetVersion → info →
+                   [canary: search → query → write] → close
+    canary.py      the data-plane canary's steps and its collection's setup
     rest.py        the RESTful API: resolve → connect → request (list collections) → close
     management.py  beside either: Milvus's own /healthz on its management port
     tls.py         beside gRPC: the certificates the server presents (own handshake)
@@ -19,13 +21,14 @@ import dataclasses
 import enum
 import importlib
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from probe.probers.ledger import ConnectionLedger
 from probe.result import FailureReason, ProbeResult
 from probe.targets import Target
 
 if TYPE_CHECKING:
+    from probe.probers.canary import CanarySetups
     from probe.probers.management import ManagementCheck
     from probe.probers.tls import TlsInspector
 
@@ -97,8 +100,17 @@ def prober_class(protocol: str) -> type[Prober]:
     return cls
 
 
-def phases_of(protocol: str) -> tuple[str, ...]:
-    return prober_class(protocol).phases
+def phases_of(target: Target | str) -> tuple[str, ...]:
+    """Every phase a cycle against `target` may report (for a protocol name: its kind's
+    phases). A prober with `phases_for(target)` adds per-target phases (the canary's)."""
+    if isinstance(target, str):
+        return prober_class(target).phases
+    cls = prober_class(target.protocol)
+    phases_for = getattr(cls, "phases_for", None)
+    if phases_for is None:
+        return cls.phases
+    found: tuple[str, ...] = phases_for(target)
+    return found
 
 
 class Probers:
@@ -108,8 +120,18 @@ class Probers:
     At most `max_concurrent` cycles run at once across all kinds: each holds a connection.
     """
 
-    def __init__(self, *, max_concurrent: int = 64, ledger: ConnectionLedger | None = None):
+    def __init__(
+        self,
+        *,
+        max_concurrent: int = 64,
+        ledger: ConnectionLedger | None = None,
+        canary_setups: CanarySetups | None = None,
+    ):
+        from probe.probers.canary import CanarySetups
+
         self.ledger = ledger or ConnectionLedger()
+        self.canary_setups = canary_setups or CanarySetups()
+        """Canary setups of every target, run off the cycle (read by metrics)."""
         self.max_concurrent = max_concurrent
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._lock = threading.Lock()
@@ -133,7 +155,10 @@ class Probers:
             prober = self._probers.get(protocol)
             if prober is None:
                 cls: type = prober_class(protocol)
-                prober = self._probers[protocol] = cls(ledger=self.ledger)
+                kwargs: dict[str, Any] = {"ledger": self.ledger}
+                if getattr(cls, "runs_canary", False):
+                    kwargs["setups"] = self.canary_setups
+                prober = self._probers[protocol] = cls(**kwargs)
             return prober
 
     def run(

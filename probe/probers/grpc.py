@@ -27,6 +27,8 @@ from probe.milvus.channel import (
     wait_until_ready,
 )
 from probe.probers import ERROR_TEXT_LIMIT, Failed, InfoMode
+from probe.probers import canary as canary_steps
+from probe.probers.canary import CanaryCounter, CanarySetups, Setup, SetupError
 from probe.probers.ledger import ConnectionLedger
 from probe.probers.reasons import classify_rpc_error, classify_status
 from probe.result import (
@@ -65,9 +67,16 @@ class GrpcFacts:
     """Whether this cycle called Milvus Connect (which registers a client for 24 h)."""
     connect_supported: bool = True
     """False when the server answered Connect with UNIMPLEMENTED (Milvus before 2.3)."""
+    canary_notes: tuple[tuple[str, str], ...] = ()
+    """What each canary phase did, in words (phase, note)."""
+    canary_visibility: float | None = None
+    """Seconds from the canary's acknowledged write until a strong read saw it."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"grpc_code": self.grpc_code, "connect_called": self.connect_called}
+        found: dict[str, Any] = {"grpc_code": self.grpc_code, "connect_called": self.connect_called}
+        if self.canary_visibility is not None:
+            found["canary_visibility_seconds"] = self.canary_visibility
+        return found
 
     def phase_note(self, result: ProbeResult, phase: str) -> str:
         """What `phase` did, in words, for traces."""
@@ -98,7 +107,9 @@ class GrpcFacts:
             if self.connect_called and not self.connect_supported:
                 notes.append("(server has no Connect RPC)")
             return " ".join(notes)
-        return ""
+        if failed:
+            return "FAILED"
+        return dict(self.canary_notes).get(phase, "")
 
 
 class ConnectPolicy:
@@ -156,12 +167,25 @@ class _Cycle:
     server_info: ServerInfo | None = None
     connect_called: bool = False
     connect_supported: bool = True
+    canary: canary_steps.StepsOutcome | None = None
+    """Set when the canary runs this cycle."""
+    canary_number: int = 0
 
 
 class GrpcProber:
     """Runs gRPC cycles against targets. Thread-safe; one instance serves every target."""
 
     phases = tuple(Phase)
+    runs_canary = True
+    """Probers hands it the shared CanarySetups."""
+
+    @classmethod
+    def phases_for(cls, target: Target) -> tuple[str, ...]:
+        """The phases a cycle against `target` may report: the canary's after info."""
+        extra = canary_steps.phases_for(target.canary)
+        if not extra:
+            return cls.phases
+        return (*cls.phases[:-1], *extra, cls.phases[-1])
 
     def __init__(
         self,
@@ -169,21 +193,27 @@ class GrpcProber:
         factory: ChannelFactory | None = None,
         ledger: ConnectionLedger | None = None,
         connect_policy: ConnectPolicy | None = None,
+        setups: CanarySetups | None = None,
         clock: Callable[[], float] = time.perf_counter,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.factory = factory or ChannelFactory()
         self.ledger = ledger or ConnectionLedger()
         self.connect_policy = connect_policy or ConnectPolicy()
+        self.setups = setups or CanarySetups()
+        self.canary_counter = CanaryCounter()
         self._clock = clock
         self._wall = wall
 
     def forget(self, target: Target) -> None:
         self.factory.forget(target)
         self.connect_policy.forget(target)
+        self.canary_counter.forget((target.alias, target.address))
+        self.setups.forget((target.alias, target.address))
 
     def run(self, target: Target, info: InfoMode = InfoMode.NONE) -> ProbeResult:
         """One cycle; never raises."""
+        scheduled = info is InfoMode.SCHEDULED
         if info is InfoMode.SCHEDULED:
             info = InfoMode.FULL if self.connect_policy.due(target) else InfoMode.NONE
         clock = self._clock
@@ -191,11 +221,20 @@ class GrpcProber:
         start = clock()
         deadline = start + target.timeout
         cycle = _Cycle()
+        if target.canary is not None:
+            due, number = self.canary_counter.next(
+                (target.alias, target.address), target.canary.every, scheduled
+            )
+            if due:
+                cycle.canary = canary_steps.StepsOutcome()
+                cycle.canary_number = number
         failure: Failed | None = None
         try:
             self._cycle(target, info, cycle, deadline)
         except Failed as failed:
             failure = failed
+            if failure.reason in (FailureReason.COLLECTION_MISSING, FailureReason.NOT_LOADED):
+                failure = self._maybe_set_up(target, failure)
         duration = clock() - start
         redact = target.redact
         facts = GrpcFacts(
@@ -203,6 +242,8 @@ class GrpcProber:
             grpc_code=failure.code if failure else None,
             connect_called=cycle.connect_called,
             connect_supported=cycle.connect_supported,
+            canary_notes=tuple(cycle.canary.notes.items()) if cycle.canary else (),
+            canary_visibility=cycle.canary.visibility if cycle.canary else None,
         )
         server_info = _redacted_info(cycle.server_info, redact)
         self.connect_policy.record(target, facts, server_info)
@@ -228,6 +269,7 @@ class GrpcProber:
             version=redact(cycle.version) if cycle.version is not None else None,
             server_info=server_info,
             facts=facts,
+            visibility=cycle.canary.visibility if cycle.canary else None,
         )
 
     def _cycle(self, target: Target, info: InfoMode, cycle: _Cycle, deadline: float) -> None:
@@ -327,6 +369,25 @@ class GrpcProber:
             finally:
                 cycle.phases[Phase.INFO] = clock() - t
 
+        if cycle.canary is not None and target.canary is not None:
+            canary = target.canary
+            value = None
+            if canary.write:
+                value = self.canary_counter.next_value((target.alias, target.address))
+            canary_steps.Steps(
+                target=target,
+                canary=canary,
+                channel=channel,
+                md=md,
+                deadline=deadline,
+                clock=clock,
+                rpc_failure=lambda exc, phase: self._rpc_failure(
+                    exc, target, phase, connecting=False
+                ),
+                phases=cycle.phases,
+                outcome=cycle.canary,
+            ).run(cycle.canary_number, value)
+
     def _call(
         self, target: Target, channel: grpc.Channel, md: client.Metadata, deadline: float
     ) -> wire.CheckHealthResponse | wire.GetVersionResponse:
@@ -398,10 +459,68 @@ class GrpcProber:
             _raise_for_status("GetVersion", version.status, Phase.INFO)
             cycle.version = version.version
 
+    # ----------------------------------------------------------- canary setup
+
+    def _maybe_set_up(self, target: Target, failure: Failed) -> Failed:
+        """A canary that found its collection missing or not loaded: with `create`, start
+        (or report) the setup off the cycle; either way the cycle's reason stands."""
+        canary = target.canary
+        if canary is None or failure.phase not in canary_steps.phases_for(canary):
+            return failure
+        if not canary.create:
+            hint = (
+                "the probe does not create or load it (create: false); "
+                "`milvus-probe canary init` sets it up"
+            )
+        else:
+            hint = self.setups.start(
+                (target.alias, target.address),
+                lambda: self.set_up(target),
+                retry_after=max(canary.setup_timeout, target.interval),
+            )
+        return Failed(
+            failure.reason,
+            failure.phase,
+            f"{failure.error}; {hint}",
+            status_code=failure.status_code,
+            code=failure.code,
+        )
+
+    def set_up(self, target: Target) -> list[str]:
+        """Set the target's canary collection up on a connection of its own, within
+        `setup_timeout`; what it did, in words. Raises SetupError."""
+        canary = target.canary
+        if canary is None:
+            raise SetupError(f"target {target.alias!r} has no canary")
+        clock = time.monotonic
+        deadline = clock() + canary.setup_timeout
+        try:
+            authorization = target.credentials.authorization() if target.credentials else None
+            grpc_target, _ = resolve(target.host, target.port)
+            channel = self.factory.new_channel(target, grpc_target)
+        except (SecretFileError, ResolveError) as exc:
+            raise SetupError(str(exc)) from None
+        except OSError as exc:
+            raise SetupError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
+        md = client.metadata(authorization, target.db_name)
+        if not self.ledger.opened((target.alias, target.address), channel):
+            raise SetupError("cancelled: the probe is shutting down")
+        try:
+            state = wait_until_ready(channel, min(deadline, clock() + target.timeout), clock)
+            if state is not ChannelState.READY:
+                raise SetupError(f"no usable connection to {target.address} ({state.value})")
+            setup = Setup(canary, target.db_name, channel, md, deadline, clock)
+            try:
+                setup.run()
+            except SetupError as exc:
+                raise SetupError(target.redact(str(exc))[:ERROR_TEXT_LIMIT]) from None
+            return setup.done
+        finally:
+            channel.close()
+            self.ledger.closed(channel)
+
     @staticmethod
-    def _rpc_failure(
-        exc: grpc.RpcError, target: Target, phase: Phase, *, connecting: bool
-    ) -> Failed:
+    def _rpc_failure(exc: grpc.RpcError, target: Target, phase: str, *, connecting: bool) -> Failed:
         code = exc.code() if hasattr(exc, "code") else None
         details = (exc.details() if hasattr(exc, "details") else None) or str(exc)
         reason = classify_rpc_error(code, details, connecting=connecting, secure=target.secure)

@@ -16,10 +16,24 @@ from probe.result import FailureReason
 STATUS_REASONS: dict[int, FailureReason] = {
     1: FailureReason.NOT_READY,
     2: FailureReason.UNAVAILABLE,
+    8: FailureReason.RATE_LIMITED,
+    9: FailureReason.QUOTA_EXCEEDED,
     10: FailureReason.UNIMPLEMENTED,
+    100: FailureReason.COLLECTION_MISSING,
+    101: FailureReason.NOT_LOADED,
     800: FailureReason.DB_NOT_FOUND,
     1400: FailureReason.UNAUTHENTICATED,
     1401: FailureReason.PERMISSION_DENIED,
+}
+
+# The deprecated common.ErrorCode, for answers that carry no `code` (servers before 2.3).
+LEGACY_REASONS: dict[int, FailureReason] = {
+    3: FailureReason.PERMISSION_DENIED,
+    4: FailureReason.COLLECTION_MISSING,
+    48: FailureReason.QUOTA_EXCEEDED,  # ForceDeny: deny-to-read/deny-to-write
+    49: FailureReason.RATE_LIMITED,
+    53: FailureReason.QUOTA_EXCEEDED,  # MemoryQuotaExhausted
+    54: FailureReason.QUOTA_EXCEEDED,  # DiskQuotaExhausted
 }
 
 _GRPC_REASONS: dict[grpc.StatusCode, FailureReason] = {
@@ -84,7 +98,13 @@ def classify_status(status: wire.Status) -> FailureReason | None:
         return None
     if status.code in STATUS_REASONS:
         return STATUS_REASONS[status.code]
+    if status.code == 0 and status.error_code in LEGACY_REASONS:
+        return LEGACY_REASONS[status.error_code]
     text = status.reason.lower()
+    if "deny to" in text or "quota exceeded" in text or "quota exhausted" in text:
+        return FailureReason.QUOTA_EXCEEDED
+    if "rate limit" in text:
+        return FailureReason.RATE_LIMITED
     if "database" in text and "not" in text and "exist" in text or "database not found" in text:
         return FailureReason.DB_NOT_FOUND
     if "not ready" in text:

@@ -39,6 +39,34 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """The data-plane canary of one target (config `canary:`, flags `--canary.*`): each
+    cycle also searches, queries and (optionally) writes a small collection of its own
+    (probe/probers/canary.py)."""
+
+    collection: str = "milvus_probe_canary"
+    """Collection the canary reads and writes (default milvus_probe_canary)."""
+    create: bool = False
+    """Create, fill, index and load the collection when it is missing or not loaded
+    (default false: change nothing but the one fixed row a write cycle upserts)."""
+    dimension: int = 8
+    """Dimension of the float vector (default 8)."""
+    rows: int = 16
+    """Known rows (primary keys 1..rows) the canary searches and queries (default 16)."""
+    write: bool = False
+    """Also upsert one fixed row (primary key 0) and read it back, strongly (default false)."""
+    every: int = 1
+    """Run the canary on every Nth scheduled cycle (default 1: every cycle)."""
+    setup_timeout: float = 60.0
+    """Seconds the setup (create, insert, index, load) may take (default 60 s)."""
+
+    @property
+    def shape(self) -> str:
+        """What decides the canary's series: which phases and counters it has."""
+        return "canary" + ("+write" if self.write else "") + ("+create" if self.create else "")
+
+
+@dataclass(frozen=True)
 class ObjectRef:
     """A Kubernetes object: what an Event is about."""
 
@@ -82,6 +110,8 @@ class Target:
     """Least seconds between two management checks (0: every cycle)."""
     tls_inspect_interval: float = 3600.0
     """Least seconds between two certificate inspections of a gRPC TLS target."""
+    canary: Canary | None = None
+    """The data-plane canary, when the target opts in (None: the probe RPC alone)."""
     generation: int = field(default=0, compare=False)
     """Stamped by the hub when the target enters its table; a result carrying an older
     generation than the table's belongs to a target that was removed or replaced."""
@@ -96,7 +126,8 @@ class Target:
     def series_key(self) -> tuple[str, ...]:
         """What names the target's series: a change here is a new target (new series)."""
         management = self.management.uri if self.management else ""
-        return (*self.series_labels, self.rpc.value, management)
+        canary = self.canary.shape if self.canary else ""
+        return (*self.series_labels, self.rpc.value, management, canary)
 
     @property
     def address(self) -> str:
