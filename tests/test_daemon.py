@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -814,3 +815,32 @@ def test_connect_is_not_repeated_when_a_later_step_of_its_cycle_fails(
                        phase="info") == 1
         assert m.value("milvus_probe_failures_total", alias="db", reason="timeout") == 1
         assert m.total("milvus_probe_failures_total", alias="db") == 1
+
+
+def test_the_default_process_imports_only_what_it_uses(milvus: MilvusLite) -> None:
+    """Optional code stays out of memory: one static gRPC target, no config file, nobody
+    profiling. (The image's RSS budget is measured in `make bench`; this keeps it honest.)"""
+    unwanted = (
+        "kubernetes", "yaml", "probe.pprof", "tracemalloc", "statistics", "decimal",
+        "encodings.idna", "probe.probers.rest", "probe.probers.management",
+        "probe.probers.tls", "probe.events",
+    )  # fmt: skip
+    code = (
+        "import socket, sys; from probe.app import App; "
+        "from probe.config import load, Sources; "
+        f"app = App(load(Sources(flags={{'uri': '{milvus.address}', "
+        "'web.listen-address': '127.0.0.1:0'}))); app.start(); "
+        "s = socket.create_connection((b'127.0.0.1', app.port), timeout=10); "
+        "s.sendall(b'GET /readyz HTTP/1.0\\r\\n\\r\\n'); assert s.recv(100).startswith(b'HTTP'); "
+        "app.stop(); "
+        f"print(sorted(m for m in {unwanted!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

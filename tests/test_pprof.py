@@ -291,7 +291,7 @@ def test_bad_goroutine_debug_and_unknown_profile(app: App) -> None:
 
 
 def test_one_cpu_profile_at_a_time(app: App) -> None:
-    cpu_lock = app.router.pprof._cpu  # type: ignore[union-attr]
+    cpu_lock = app.router.pprof.app._cpu  # type: ignore[union-attr]
     first = threading.Thread(target=fetch, args=(app, "/debug/pprof/profile?seconds=2"))
     first.start()
     wait_until(cpu_lock.locked, 5, "the first profile to start")
@@ -302,7 +302,7 @@ def test_one_cpu_profile_at_a_time(app: App) -> None:
 
 
 def test_client_that_disconnects_stops_the_profile(app: App) -> None:
-    cpu_lock = app.router.pprof._cpu  # type: ignore[union-attr]
+    cpu_lock = app.router.pprof.app._cpu  # type: ignore[union-attr]
     sock = socket.create_connection(("127.0.0.1", app.port))
     sock.sendall(b"GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: x\r\n\r\n")
     wait_until(cpu_lock.locked, 5, "the profile to start")

@@ -13,7 +13,7 @@ import selectors
 import socket
 import threading
 import time
-from socketserver import ThreadingMixIn
+from socketserver import TCPServer, ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -173,6 +173,14 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind asks socket.getfqdn(host): a reverse DNS lookup at start-up,
+        # and the idna codec for the process's life, for SERVER_NAME, which we never read.
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+        self.setup_environ()
 
     def server_activate(self) -> None:
         super().server_activate()
