@@ -42,7 +42,7 @@ from kit.milvus_lite import start_milvus_lite
 from kit.process import ROOT
 
 NO_HEALTH_V1 = "milvus-lite has no grpc.health.v1 (blackbox's only gRPC check)"
-DERIVED = ("limit", "fidelity", "peers", "cost")
+DERIVED = ("limit", "fidelity", "peers", "cost", "rest")
 """Families summarised from `servers`: their gaps are the servers' gaps, listed once."""
 
 
@@ -132,6 +132,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
 
     results["servers"] = servers
+    standalone_result = servers.get("standalone") or {}
+    results["rest"] = standalone_result.get("rest") or not_measured(
+        "needs the standalone (milvus-lite has no REST API)"
+    )
     footprint_ok = results["footprint"].get("measured", True)
     idle = (
         results["footprint"]["one_target"]["idle"].get("cpu_share_of_core")

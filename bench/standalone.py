@@ -157,6 +157,13 @@ def inside(settings: Settings, workdir: Path, skip_blackbox: bool) -> dict[str, 
             delay=False,
             blackbox="skipped (--skip-blackbox)" if skip_blackbox else None,
         )
+        log("standalone: REST prober against raw http.client cycles")
+        try:
+            from bench import rest
+
+            result["rest"] = rest.measure(address, settings)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised: the run goes on
+            result["rest"] = not_measured(f"{type(exc).__name__}: {exc}")
         result.update(
             {
                 "server": "milvus standalone (PyPI milvus 2.3.5, embedded)",
