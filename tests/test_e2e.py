@@ -276,6 +276,58 @@ def test_auth_missing_and_existing_databases(auth: Server) -> None:
         assert checked.code == 0, checked
         assert checked.result["connect_called"] is True
 
+def _time_wait_to(server: Server, port: int) -> int:
+    """Closed connections to `port` the kernel still remembers (the closer's TIME_WAIT)."""
+    done = server.ns.run("ss", "-Htan", "state", "time-wait", f"( dport = :{port} )")
+    assert done.returncode == 0, done.stderr
+    return len(done.stdout.splitlines())
+
+
+def _established_to(server: Server, port: int) -> int:
+    done = server.ns.run("ss", "-Htan", "state", "established", f"( dport = :{port} )")
+    assert done.returncode == 0, done.stderr
+    return len(done.stdout.splitlines())
+
+
+def test_rest_v1_with_the_right_a_wrong_and_no_token(auth: Server) -> None:
+    uri = f"http://{auth.address}"
+    ok = auth.check("--uri", uri, "--protocol", "rest", "--token", "root:Milvus")
+    assert ok.code == 0, ok
+    # auto asked v2 first (2.3.5 answers 404), then v1 on the same connection.
+    assert (ok.result["protocol"], ok.result["rest_api"]) == ("rest", "v1"), ok
+    assert ok.result["http_status"] == 200 and ok.result["body_code"] == 200
+    for credentials in (("--token", "root:wrong"), ()):
+        bad = auth.check("--uri", uri, "--protocol", "rest", "--rest-api", "v1", *credentials)
+        assert bad.code == 3, bad
+        assert bad.reason == "unauthenticated" and bad.result["failed_phase"] == "request"
+        assert (bad.result["http_status"], bad.result["body_code"]) == (401, 1800), bad
+
+
+def test_rest_missing_database_is_http_200_with_code_800(auth: Server) -> None:
+    missing = auth.check(
+        "--uri", f"http://{auth.address}", "--protocol", "rest", "--token", "root:Milvus",
+        "--db-name", "nope",
+    )
+    assert missing.code == 3, missing
+    assert missing.reason == "db_not_found"
+    assert (missing.result["http_status"], missing.result["body_code"]) == (200, 800)
+
+
+def test_rest_one_connection_per_cycle_counted_at_the_server(auth: Server) -> None:
+    port = auth.milvus.port
+    before = _time_wait_to(auth, port)
+    for _ in range(5):
+        ok = auth.check(
+            "--uri", f"http://{auth.address}", "--protocol", "rest", "--token", "root:Milvus"
+        )
+        assert ok.code == 0, ok
+    # One connection per cycle, each closed by the probe (so it is the one in TIME_WAIT),
+    # even though auto asked two questions (v2, then v1) in the first of them.
+    assert _time_wait_to(auth, port) - before == 5
+    assert _established_to(auth, port) == 0
+
+
+
 
 @pytest.mark.e2e
 def test_tls_client_against_the_plaintext_port(auth: Server) -> None:
@@ -326,6 +378,20 @@ def test_tls_untrusted_or_wrong_name_is_tls(tls1: Server) -> None:
         )
     wrong_name = tls1.check(*cases["wrong server name"])
     assert "Hostname Verification" in wrong_name.result["error"]
+
+def test_tls_certificate_of_the_real_server(tls1: Server) -> None:
+    port, certs = tls1.milvus.port, tls1.certs
+    checked = tls1.check(
+        "--uri", f"https://localhost:{port}", "--server-pem-path", str(certs.ca), "-v"
+    )
+    assert checked.code == 0, checked
+    tls = checked.result["tls"]
+    assert tls["earliest_expiry"] == certs.server_not_after
+    leaf = tls["chain"][0]
+    assert (leaf["subject"], leaf["issuer"]) == ("CN=localhost", "CN=milvus-probe test CA")
+    assert "DNS:localhost" in leaf["sans"] and tls["version"].startswith("TLSv1")
+
+
 
 
 @pytest.mark.e2e
@@ -487,6 +553,41 @@ def test_daemon_follows_milvus_down_and_back_up(plain: Server) -> None:
     log = d.log_path.read_text()
     assert re.search(r'msg="target down" alias=plain .*reason=refused', log), log
 
+def test_management_port_beside_the_probe_up_down_and_back(plain: Server) -> None:
+    assert plain.milvus.ports is not None
+    management = f"http://127.0.0.1:{plain.milvus.ports.web}"
+    args = ("--management-uri", management)
+    address = plain.address  # the ports are forgotten while Milvus is stopped
+    up = plain.check("--uri", address, *args)
+    assert up.code == 0, up
+    view = up.result["management"]
+    assert view["healthy"] and view["state"] == "OK" and view["http_status"] == 200
+    assert view["components"]["proxy"] == 1 and len(view["components"]) >= 5, view
+    rest_up = plain.check("--uri", f"http://{address}", "--protocol", "rest", *args)
+    assert rest_up.code == 0, rest_up
+
+    plain.milvus.stop()
+    try:
+        down = plain.check("--uri", address, *args, timeout="2s")
+        rest_down = plain.check(
+            "--uri", f"http://{address}", "--protocol", "rest", *args, timeout="2s"
+        )
+    finally:
+        plain.milvus.start()
+    assert plain.address == address, "Milvus came back on another port"
+    assert plain.milvus.ports is not None  # (its management port may have moved: read it back)
+    args = ("--management-uri", f"http://127.0.0.1:{plain.milvus.ports.web}")
+    assert down.reason == "refused" and rest_down.reason == "refused", (down, rest_down)
+    assert rest_down.result["failed_phase"] == "connect"
+    assert down.result["management"]["healthy"] is False
+    assert down.result["management"]["reason"] == "refused"
+
+    back = plain.check("--uri", f"http://{address}", "--protocol", "rest", *args)
+    assert back.code == 0, back
+    assert back.result["management"]["healthy"] is True
+
+
+
 
 @pytest.mark.e2e
 def test_connect_registers_once_per_connect_interval(plain: Server) -> None:
@@ -544,104 +645,3 @@ def _gaps(lines: list[str]) -> list[float]:
         for line in lines
     ]
     return [round(b - a, 3) for a, b in zip(stamps, stamps[1:], strict=False)]
-
-
-# --------------------------------------------------------------------------- every door
-
-
-def _time_wait_to(server: Server, port: int) -> int:
-    """Closed connections to `port` the kernel still remembers (the closer's TIME_WAIT)."""
-    done = server.ns.run("ss", "-Htan", "state", "time-wait", f"( dport = :{port} )")
-    assert done.returncode == 0, done.stderr
-    return len(done.stdout.splitlines())
-
-
-def _established_to(server: Server, port: int) -> int:
-    done = server.ns.run("ss", "-Htan", "state", "established", f"( dport = :{port} )")
-    assert done.returncode == 0, done.stderr
-    return len(done.stdout.splitlines())
-
-
-def test_rest_v1_with_the_right_a_wrong_and_no_token(auth: Server) -> None:
-    uri = f"http://{auth.address}"
-    ok = auth.check("--uri", uri, "--protocol", "rest", "--token", "root:Milvus")
-    assert ok.code == 0, ok
-    # auto asked v2 first (2.3.5 answers 404), then v1 on the same connection.
-    assert (ok.result["protocol"], ok.result["rest_api"]) == ("rest", "v1"), ok
-    assert ok.result["http_status"] == 200 and ok.result["body_code"] == 200
-    for credentials in (("--token", "root:wrong"), ()):
-        bad = auth.check("--uri", uri, "--protocol", "rest", "--rest-api", "v1", *credentials)
-        assert bad.code == 3, bad
-        assert bad.reason == "unauthenticated" and bad.result["failed_phase"] == "request"
-        assert (bad.result["http_status"], bad.result["body_code"]) == (401, 1800), bad
-
-
-def test_rest_missing_database_is_http_200_with_code_800(auth: Server) -> None:
-    missing = auth.check(
-        "--uri", f"http://{auth.address}", "--protocol", "rest", "--token", "root:Milvus",
-        "--db-name", "nope",
-    )
-    assert missing.code == 3, missing
-    assert missing.reason == "db_not_found"
-    assert (missing.result["http_status"], missing.result["body_code"]) == (200, 800)
-
-
-def test_rest_one_connection_per_cycle_counted_at_the_server(auth: Server) -> None:
-    port = auth.milvus.port
-    before = _time_wait_to(auth, port)
-    for _ in range(5):
-        ok = auth.check(
-            "--uri", f"http://{auth.address}", "--protocol", "rest", "--token", "root:Milvus"
-        )
-        assert ok.code == 0, ok
-    # One connection per cycle, each closed by the probe (so it is the one in TIME_WAIT),
-    # even though auto asked two questions (v2, then v1) in the first of them.
-    assert _time_wait_to(auth, port) - before == 5
-    assert _established_to(auth, port) == 0
-
-
-def test_management_port_beside_the_probe_up_down_and_back(plain: Server) -> None:
-    assert plain.milvus.ports is not None
-    management = f"http://127.0.0.1:{plain.milvus.ports.web}"
-    args = ("--management-uri", management)
-    address = plain.address  # the ports are forgotten while Milvus is stopped
-    up = plain.check("--uri", address, *args)
-    assert up.code == 0, up
-    view = up.result["management"]
-    assert view["healthy"] and view["state"] == "OK" and view["http_status"] == 200
-    assert view["components"]["proxy"] == 1 and len(view["components"]) >= 5, view
-    rest_up = plain.check("--uri", f"http://{address}", "--protocol", "rest", *args)
-    assert rest_up.code == 0, rest_up
-
-    plain.milvus.stop()
-    try:
-        down = plain.check("--uri", address, *args, timeout="2s")
-        rest_down = plain.check(
-            "--uri", f"http://{address}", "--protocol", "rest", *args, timeout="2s"
-        )
-    finally:
-        plain.milvus.start()
-    assert plain.address == address, "Milvus came back on another port"
-    assert plain.milvus.ports is not None  # (its management port may have moved: read it back)
-    args = ("--management-uri", f"http://127.0.0.1:{plain.milvus.ports.web}")
-    assert down.reason == "refused" and rest_down.reason == "refused", (down, rest_down)
-    assert rest_down.result["failed_phase"] == "connect"
-    assert down.result["management"]["healthy"] is False
-    assert down.result["management"]["reason"] == "refused"
-
-    back = plain.check("--uri", f"http://{address}", "--protocol", "rest", *args)
-    assert back.code == 0, back
-    assert back.result["management"]["healthy"] is True
-
-
-def test_tls_certificate_of_the_real_server(tls1: Server) -> None:
-    port, certs = tls1.milvus.port, tls1.certs
-    checked = tls1.check(
-        "--uri", f"https://localhost:{port}", "--server-pem-path", str(certs.ca), "-v"
-    )
-    assert checked.code == 0, checked
-    tls = checked.result["tls"]
-    assert tls["earliest_expiry"] == certs.server_not_after
-    leaf = tls["chain"][0]
-    assert (leaf["subject"], leaf["issuer"]) == ("CN=localhost", "CN=milvus-probe test CA")
-    assert "DNS:localhost" in leaf["sans"] and tls["version"].startswith("TLSv1")
