@@ -25,6 +25,7 @@ from probe import logs
 from probe.config import SECRET_FLAGS, Config, ConfigError, describe
 from probe.exposition import metrics_app
 from probe.health import Check, Health, TargetState, log_change
+from probe.history import History
 from probe.hub import Hub, TargetDiff
 from probe.metrics import KubernetesMetrics, ProbeMetrics
 from probe.milvus.channel import warm_up
@@ -66,6 +67,7 @@ class App:
         self.metrics = ProbeMetrics(self.registry, self.ledger, max_timeout)
         self.metrics_app = metrics_app(self.registry)
         self.health = Health(config.readiness, config.probe.history, clock=clock)
+        self.history = History(config.history, config.probe.history)
         self.source = StaticTargetSource(config.targets)
         self.scheduler = Scheduler(
             self._run_scheduled,
@@ -102,6 +104,8 @@ class App:
         )
         self.hub.sink(lambda _, result: self.metrics.record(result))
         self.hub.sink(self._health_sink)
+        self.hub.listen(self.history.follow)
+        self.hub.sink(self.history.observe)
         if self.target_events is not None:
             self.hub.sink(self.target_events.observe)
 
@@ -276,6 +280,7 @@ class App:
                 ("events.enabled", old.events, new.events),
                 ("kubeconfig", old.kubeconfig, new.kubeconfig),
                 ("profiling.*", old.profiling, new.profiling),
+                ("history.*", old.history, new.history),
             ):
                 if before != after:
                     logger.warning(
@@ -285,6 +290,7 @@ class App:
             if new.log_level != old.log_level:
                 logs.set_level(new.log_level)
             self.health.configure(new.readiness, new.probe.history)
+            self.history.configure(new.probe.history)
             self.config = new
             self.source.replace(new.targets)
             self.metrics.reload_success.set(1)

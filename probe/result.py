@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -83,6 +84,11 @@ class Facts(Protocol):
         ...
 
 
+def new_trace_id() -> str:
+    """16 hex digits naming one cycle (not a secret: only unique enough to find it again)."""
+    return f"{random.getrandbits(64):016x}"
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     """The outcome of one cycle against one target, whatever kind of prober ran it.
@@ -124,12 +130,15 @@ class ProbeResult:
     """Per phase: what it did, in words (for traces)."""
     facts: Facts | None = None
     """The prober kind's own facts."""
+    trace_id: str = field(default_factory=new_trace_id)
+    """Names this cycle: `/probe?trace=ID` while it is in history, exemplars on /metrics."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, used by `/probe` and `check --output json`."""
         body = {
             "alias": self.alias,
             "target": self.target,
+            "trace_id": self.trace_id,
             "rpc": self.method,
             "started_at": self.started_at,
             "success": self.success,
