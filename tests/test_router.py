@@ -350,7 +350,8 @@ def test_target_pages_and_history_take_aliases_with_slashes(router: Router, api:
 def test_api_errors_are_json_with_the_reason(router: Router, api: FakeApi) -> None:
     api.targets = {"a": Check("target:a", True, "ok")}
     unknown = call(router, "/api/v1/targets/b/history")
-    assert unknown.status == 404 and json.loads(unknown.text) == {"error": "no target with alias 'b'"}
+    assert unknown.status == 404
+    assert json.loads(unknown.text) == {"error": "no target with alias 'b'"}
     bad = call(router, "/api/v1/targets/a/history", query="window=2d")
     assert bad.status == 400 and "2d" in json.loads(bad.text)["error"]
     extra = call(router, "/api/v1/targets/a/history", query="windows=1h")
