@@ -5,11 +5,12 @@ A hub sink (`observe`) and listener (`follow`). For each target it keeps:
 * one row per `--history.resolution` (default 1 m) for `--history.retention` (default
   24 h): attempts, failures (with their reasons), and the p50 and p99 of the whole cycle
   and of every phase the target's prober declares. Rows live in a ring of small integer
-  arrays, grown as minutes arrive (nothing is allocated for minutes that never came) —
-  ~21 bytes a minute with five phases, under 32 KiB for a full day. Latencies are kept
-  as the index of a log-scale bucket 6.6 % wide (10 µs to 100 s), which is what a chart
-  or a p99 needs; a minute's reasons are one byte, and a small dict only for the rare
-  minute that failed for more than one reason.
+  arrays, grown as minutes arrive (nothing is allocated for minutes that never came):
+  13 bytes a minute with five phases, 3 more once the target has failed, ~20-23 KiB for
+  a full day. Latencies are kept as the index of a log-scale bucket 6.6 % wide (10 µs to
+  100 s), which is what a chart or a p99 needs; counts are bytes, with exact counts in a
+  small dict for a minute of more than 255 cycles; a minute's reasons are one byte, and
+  a small dict only for the rare minute that failed for more than one reason.
 * the minute in progress, exactly: counts per latency bucket (sparse), per reason.
 * the last `--probe.history` cycles' full results (traces), and the last 20 failures,
   kept even when successes follow; each findable by its `trace_id`.
@@ -43,8 +44,9 @@ _LOW, _HIGH, _CODES = 1e-5, 100.0, 254
 _STEP = math.log(_HIGH / _LOW) / (_CODES - 1)
 _REASONS = list(FailureReason)
 _REASON_CODE = {reason: i + 1 for i, reason in enumerate(_REASONS)}
-_MAX_COUNT = 0xFFFF
-"""A row's attempts and failures are 16-bit: 65,535 cycles a row is one every 0.9 ms."""
+_BYTE = 0xFF
+"""A row's attempts and failures are bytes; a row with more cycles (one every 235 ms or
+faster) keeps its exact counts in `_Track.large`."""
 
 
 def latency_code(seconds: float) -> int:
@@ -224,7 +226,7 @@ class _Track:
 
     __slots__ = (
         "target", "series", "capacity", "attempts", "failures", "reason", "codes", "head",
-        "latest", "mixed", "open_minute", "open_attempts", "open_failures", "open_codes",
+        "latest", "mixed", "large", "open_minute", "open_attempts", "open_failures", "open_codes",
         "recent", "failed", "since", "up", "closed", "_totals",
     )  # fmt: skip
 
@@ -232,7 +234,7 @@ class _Track:
         self.target = target
         self.series: tuple[str, ...] = (TOTAL, *phases_of(target.protocol))
         self.capacity = capacity
-        self.attempts = array("H")
+        self.attempts = array("B")
         self.failures: array[int] | None = None
         """Failed cycles per row; None until a row has one (most targets never fail)."""
         self.reason: array[int] | None = None
@@ -244,6 +246,8 @@ class _Track:
         """The minute of the newest row."""
         self.mixed: dict[int, dict[str, int]] = {}
         """Row minute → failures by reason, only for rows that failed for several reasons."""
+        self.large: dict[int, tuple[int, int]] = {}
+        """Row minute → exact (attempts, failures), only for rows of more than 255 cycles."""
         self.open_minute: int | None = None
         self.open_attempts = 0
         self.open_failures: dict[str, int] = {}
@@ -300,7 +304,7 @@ class _Track:
 
     def _push(self, attempts: int, failures: int, reason: int, codes: array[int]) -> None:
         if failures and self.failures is None:
-            self.failures = array("H", bytes(2 * len(self.attempts)))
+            self.failures = array("B", bytes(len(self.attempts)))
             self.reason = array("B", bytes(len(self.attempts)))
         if len(self.attempts) < self.capacity:
             self.attempts.append(attempts)
@@ -309,9 +313,9 @@ class _Track:
                 self.failures.append(failures)
                 self.reason.append(reason)
             if len(self.attempts) == self.capacity:  # full for good: drop the growth slack
-                self.attempts, self.codes = array("H", self.attempts), array("B", self.codes)
+                self.attempts, self.codes = array("B", self.attempts), array("B", self.codes)
                 if self.failures is not None and self.reason is not None:
-                    self.failures, self.reason = array("H", self.failures), array("B", self.reason)
+                    self.failures, self.reason = array("B", self.failures), array("B", self.reason)
             return
         i, w = self.head, len(codes)
         self.attempts[i] = attempts
@@ -328,7 +332,7 @@ class _Track:
         if self.latest is not None:
             gap = minute - self.latest - 1
             if gap >= self.capacity:  # nothing kept is recent enough: start over
-                self.attempts, self.codes, self.head = array("H"), array("B"), 0
+                self.attempts, self.codes, self.head = array("B"), array("B"), 0
                 self.failures = self.reason = None
             else:
                 empty = array("B", bytes(width))
@@ -339,13 +343,16 @@ class _Track:
         if len(self.open_failures) == 1:
             reason = _REASON_CODE.get(FailureReason(next(iter(self.open_failures))), 0)
         codes = array("B", self._open_quantiles())
-        self._push(min(self.open_attempts, _MAX_COUNT), min(failures, _MAX_COUNT), reason, codes)
+        self._push(min(self.open_attempts, _BYTE), min(failures, _BYTE), reason, codes)
+        if self.open_attempts > _BYTE:
+            self.large[minute] = (self.open_attempts, failures)
         self.latest = minute
         if len(self.open_failures) > 1:
             self.mixed[minute] = dict(self.open_failures)
         oldest = minute - self.capacity + 1
-        for old in [m for m in self.mixed if m < oldest]:
-            del self.mixed[old]
+        for kept in (self.mixed, self.large):
+            for old in [m for m in kept if m < oldest]:
+                del kept[old]
         self.closed += 1
 
     # ------------------------------------------------------------ reading
@@ -371,7 +378,10 @@ class _Track:
                     continue
                 minute = first + j
                 failures: dict[str, int] = {}
+                attempts = self.attempts[i]
                 failed = self.failures[i] if self.failures is not None else 0
+                if minute in self.large:
+                    attempts, failed = self.large[minute]
                 if failed and self.reason is not None:
                     mixed = self.mixed.get(minute)
                     if mixed is not None:
@@ -385,7 +395,7 @@ class _Track:
                     name: (_SECONDS[codes[2 * k]], _SECONDS[codes[2 * k + 1]])
                     for k, name in enumerate(self.series)
                 }
-                out.append(Bucket(minute * resolution, self.attempts[i], failures, latency))
+                out.append(Bucket(minute * resolution, attempts, failures, latency))
         if self.open_minute is not None and self.open_minute >= since_minute:
             open_codes = self._open_quantiles()
             latency = {
@@ -411,7 +421,7 @@ class _Track:
         if cached is None or cached[0] != self.closed or cached[1] != now_minute:
             sums: dict[float, tuple[int, int]] = {}
             attempts = self._ordered(self.attempts)
-            failures = self._ordered(self.failures) if self.failures is not None else array("H")
+            failures = self._ordered(self.failures) if self.failures is not None else array("B")
             n = len(attempts)
             for window in windows:
                 first_wanted = self._first(now_minute, window, resolution)
@@ -419,7 +429,12 @@ class _Track:
                     sums[window] = (0, 0)
                     continue
                 start = max(first_wanted - (self.latest - n + 1), 0)
-                sums[window] = (sum(attempts[start:]), sum(failures[start:]))
+                a, f = sum(attempts[start:]), sum(failures[start:])
+                for minute, (exact_a, exact_f) in self.large.items():  # what a byte can't hold
+                    if minute >= first_wanted:
+                        a += exact_a - _BYTE
+                        f += exact_f - min(exact_f, _BYTE)
+                sums[window] = (a, f)
             cached = self._totals = (self.closed, now_minute, sums)
         out = dict(cached[2])
         if self.open_minute is not None:

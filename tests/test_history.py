@@ -116,6 +116,19 @@ def test_a_minute_with_several_reasons_keeps_them_all(clock: Clock) -> None:
     assert rows is not None and rows[0].failures == {"refused": 1, "dns": 2}
 
 
+def test_a_minute_of_more_than_255_cycles_keeps_exact_counts(clock: Clock) -> None:
+    h = history_of(clock, A)
+    for k in range(300):  # one every 200 ms, the last 260 refused
+        h.observe(A, failure(A, T0 + k * 0.2) if k >= 40 else cycle(A, T0 + k * 0.2))
+    h.observe(A, cycle(A, T0 + 60))  # closes the minute into a row of bytes
+    clock.now = T0 + 61
+    rows = h.buckets("a", 900)
+    assert rows is not None
+    assert (rows[0].attempts, rows[0].failures) == (300, {"refused": 260})
+    summary = h.summary("a")
+    assert summary is not None and summary.ratios["15m"] == pytest.approx(41 / 301)
+
+
 def test_p50_and_p99_of_a_minute(clock: Clock) -> None:
     h = history_of(clock, A)
     durations = [(k + 1) / 1000 for k in range(100)]  # 1 ms .. 100 ms
