@@ -27,6 +27,7 @@ from bench import (
     environment,
     fidelity,
     footprint,
+    history,
     limit,
     peers,
     profiling,
@@ -112,6 +113,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log("profiling overhead")
             results["profiling"] = _attempt(
                 "profiling", lambda: profiling.measure([address], settings, pinning, workdir)
+            )
+            log("history (memory per target, pages and /api/v1 latency)")
+            results["history"] = _attempt(
+                "history", lambda: history.measure([address], settings, pinning, workdir)
             )
         finally:
             lite.stop()

@@ -124,6 +124,10 @@ class Settings:
     profiling_interval: float = 1.0
     profiling_window: int = 6
     profiling_rounds: int = 5
+    history_targets: tuple[int, ...] = (100, 1000)
+    history_memory_targets: int = 1000
+    history_traced_targets: int = 20
+    history_requests: int = 20
 
     @classmethod
     def quick_settings(cls) -> Settings:
@@ -154,6 +158,10 @@ class Settings:
             profiling_interval=0.5,
             profiling_window=2,
             profiling_rounds=1,
+            history_targets=(5,),
+            history_memory_targets=10,
+            history_traced_targets=2,
+            history_requests=3,
         )
 
 

@@ -220,7 +220,7 @@ def table(results: dict[str, Any]) -> str:
     _family(rows, "6 scale", results.get("scale"), _scale_rows)
     _family(rows, "7 scrape", results.get("scrape"), _scrape_rows)
     _family(rows, "8 profiling", results.get("profiling"), _profiling_rows)
-    _family(rows, "9 rest", results.get("rest"), _rest_rows)
+    _family(rows, "10 rest", results.get("rest"), _rest_rows)
 
     header = ("family", "measurement", SERVERS[0][1], SERVERS[1][1])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
@@ -364,7 +364,7 @@ def _scrape_rows(section: dict[str, Any], single: Any) -> None:
 def _rest_rows(section: dict[str, Any], single: Any) -> None:
     """Standalone 2.3.5 only (milvus-lite has no REST API): the REST prober / http.client."""
     single(
-        "9 rest",
+        "10 rest",
         f"REST {section['api']} prober / raw http.client cycle, median (standalone)",
         f"{pair_ms(section['probe_latency']['median'], section['raw_latency']['median'])} "
         f"({x(section['latency_ratio'])})",

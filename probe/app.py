@@ -21,14 +21,14 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from probe import logs
+from probe import logs, pages
 from probe.config import SECRET_FLAGS, Config, ConfigError, ProfilingSettings, describe
 from probe.exposition import metrics_app
 from probe.health import Check, Health, TargetState, log_change
+from probe.history import History
 from probe.hub import Hub, TargetDiff
 from probe.metrics import KubernetesMetrics, ProbeMetrics
 from probe.milvus.channel import warm_up
-from probe.pages import status_page
 from probe.probers import InfoMode, Probers
 from probe.result import ProbeResult
 from probe.scheduler import Scheduler
@@ -68,6 +68,7 @@ class App:
         )
         self.metrics_app = metrics_app(self.registry)
         self.health = Health(config.readiness, config.probe.history, clock=clock)
+        self.history = History(config.history, config.probe.history)
         self.source = StaticTargetSource(config.targets)
         self.scheduler = Scheduler(
             self._run_scheduled,
@@ -100,6 +101,8 @@ class App:
         )
         self.hub.sink(lambda _, result: self.metrics.record(result))
         self.hub.sink(self._health_sink)
+        self.hub.listen(self.history.follow)
+        self.hub.sink(self.history.observe)
         if self.target_events is not None:
             self.hub.sink(self.target_events.observe)
 
@@ -275,6 +278,7 @@ class App:
                 ("events.enabled", old.events, new.events),
                 ("kubeconfig", old.kubeconfig, new.kubeconfig),
                 ("profiling.*", old.profiling, new.profiling),
+                ("history.*", old.history, new.history),
             ):
                 if before != after:
                     logger.warning(
@@ -284,6 +288,7 @@ class App:
             if new.log_level != old.log_level:
                 logs.set_level(new.log_level)
             self.health.configure(new.readiness, new.probe.history)
+            self.history.configure(new.probe.history)
             self.config = new
             self.source.replace(new.targets)
             self.metrics.reload_success.set(1)
@@ -311,16 +316,60 @@ class App:
         result = self.probers.run(target, InfoMode.VERSION, slot_timeout=target.timeout)
         return result, self.health.state(target.alias)
 
-    def status_page(self) -> str:
+    def _window(self, text: str | None) -> float:
+        """`?window=` in seconds; ValueError with the reason."""
+        settings = self.history.settings
+        return pages.parse_window(text, settings.retention, settings.resolution)
+
+    def status_page(self, window: str | None = None) -> str:
+        seconds = self._window(window)
         ready, _ = self.health.ready()
         live, _ = self.health.live()
-        return status_page(
+        return pages.status_page(
+            self.history,
             self.health.states(),
             ready,
             live,
             self._started,
+            seconds,
             profiling=self.router.pprof is not None,
         )
+
+    def target_page(self, alias: str, window: str | None = None) -> str | None:
+        """`/targets/<alias>`, or None for an unknown alias."""
+        if self.history.summary(alias) is None:
+            return None
+        seconds = self._window(window)
+        ready, _ = self.health.ready()
+        live, _ = self.health.live()
+        return pages.target_page(
+            self.history,
+            alias,
+            self.health.state(alias),
+            ready,
+            live,
+            self._started,
+            seconds,
+            profiling=self.router.pprof is not None,
+        )
+
+    def targets_api(self) -> list[dict[str, Any]]:
+        return pages.targets_json(self.history.summaries())
+
+    def history_api(self, alias: str, window: str | None = None) -> dict[str, Any] | None:
+        """One target's rows over `window`, or None for an unknown alias."""
+        if self.history.summary(alias) is None:
+            return None
+        seconds = self._window(window)
+        buckets = self.history.buckets(alias, seconds) or []
+        return pages.history_json(alias, seconds, self.history.settings.resolution, buckets)
+
+    def trace(self, trace_id: str) -> tuple[ProbeResult, TargetState | None] | None:
+        """A past cycle by its trace id, while history keeps it."""
+        result = self.history.trace(trace_id)
+        if result is None:
+            return None
+        return result, self.health.state(result.alias)
 
 
 class _Profiling:

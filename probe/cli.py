@@ -41,6 +41,7 @@ _GROUPS = {
     "config": "Configuration",
     "probe": "Probing",
     "readiness": "Readiness (/readyz)",
+    "history": "History (status pages, /api/v1)",
     "log": "Logging",
     "profiling": "Profiling (/debug/pprof/)",
     "discovery": "Kubernetes (discovery, sharding, events)",

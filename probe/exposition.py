@@ -11,8 +11,9 @@ writers), so every other consumer of the registry still sees ordinary metrics.
 Everything else (format negotiation, HELP/TYPE lines, escaping, OpenMetrics' `# EOF`)
 stays prometheus_client's: headers come from its encoder run on a sample-less copy of
 the family. Sample lines themselves are identical in the text format 0.0.4 and in
-OpenMetrics; tests/test_metrics.py proves the output parses to what prometheus_client
-writes for the same registry, in both formats.
+OpenMetrics, but for exemplars (OpenMetrics only: a family may give `openmetrics_text`);
+tests/test_metrics.py proves the output parses to what prometheus_client writes for the
+same registry, in both formats, exemplars included.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ class RenderedFamily(Metric):
         typ: str,
         samples: Callable[[], list[Sample]],
         text: Callable[[], Iterable[bytes]],
+        openmetrics_text: Callable[[], Iterable[bytes]] | None = None,
     ) -> None:
         self._make_samples = samples
         self.text = text
+        self.openmetrics_text = openmetrics_text
+        """Lines for OpenMetrics when they differ from `text` (exemplars); None if not."""
         super().__init__(name, documentation, typ)
 
     @property
@@ -85,7 +89,10 @@ def render(registry: Any, accept: str) -> tuple[list[bytes], str]:
     for family in rendered:
         header = Metric(family.name, family.documentation, family.type)
         chunks.append(_without_eof(encoder(_Families([header])), openmetrics))
-        chunks.extend(family.text())
+        if openmetrics and family.openmetrics_text is not None:
+            chunks.extend(family.openmetrics_text())
+        else:
+            chunks.extend(family.text())
     if openmetrics:
         chunks.append(_EOF)
     return chunks, content_type

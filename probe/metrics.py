@@ -41,7 +41,7 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
+from prometheus_client.samples import Exemplar, Sample
 from prometheus_client.utils import floatToGoString
 
 import probe
@@ -95,16 +95,23 @@ class _Buckets:
 
 
 class _Histogram:
-    __slots__ = ("buckets", "counts", "sum")
+    __slots__ = ("buckets", "counts", "sum", "exemplars")
 
-    def __init__(self, buckets: _Buckets) -> None:
+    def __init__(self, buckets: _Buckets, exemplars: bool = False) -> None:
         self.buckets = buckets
         self.counts = [0] * len(buckets.le)
         self.sum = 0.0
+        self.exemplars: list[_Exemplar | None] | None = (
+            [None] * len(buckets.le) if exemplars else None
+        )
+        """Per bucket, the latest cycle that fell in it: (trace_id, seconds, Unix time)."""
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets.bounds, seconds)] += 1
+    def observe(self, seconds: float, exemplar: _Exemplar | None = None) -> None:
+        index = bisect.bisect_left(self.buckets.bounds, seconds)
+        self.counts[index] += 1
         self.sum += seconds
+        if self.exemplars is not None and exemplar is not None:
+            self.exemplars[index] = exemplar
 
     def rows(self, labels: tuple[tuple[str, str], ...] = ()) -> Iterator[_Row]:
         total = 0
@@ -117,6 +124,8 @@ class _Histogram:
 
 _Row = tuple[str, tuple[tuple[str, str], ...], float]
 """(suffix of the family name, labels after the target's, value)."""
+_Exemplar = tuple[str, float, float]
+"""(trace_id, seconds, Unix time): a cycle to look at, `/probe?trace=ID`."""
 
 
 class _Series:
@@ -130,7 +139,7 @@ class _Series:
         self.attempts = 0
         self.failures = dict.fromkeys(FailureReason, 0)
         self.success = 0
-        self.duration = _Histogram(cycle)
+        self.duration = _Histogram(cycle, exemplars=True)
         self.phase_buckets = phase
         self.phases = {p: _Histogram(phase) for p in phases}
         self.last_success = 0.0
@@ -149,6 +158,8 @@ class _Series:
         """Whether the target's canary sets its collection up (create: true)."""
         self.text: list[bytes] | None = None
         """Lines per family of `_FAMILIES`, encoded; None when a number changed since."""
+        self.exemplar_text: bytes | None = None
+        """The duration family's OpenMetrics lines, exemplars included; None when stale."""
 
 
 class _Management:
@@ -291,6 +302,8 @@ _FAMILIES = (
         ),
     ),
 )
+_DURATION = next(f for f in _FAMILIES if f.name == "duration_seconds")
+"""The family whose buckets carry exemplars (OpenMetrics only)."""
 _CONNECTIONS = (
     ("connections_opened", "counter", "Channels (fresh connections) opened.", "_total", 0),
     ("connections_closed", "counter", "Channels (connections) closed.", "_total", 1),
@@ -353,6 +366,7 @@ class _TargetFamilies(Collector):
                 family.type,
                 functools.partial(self._samples, family, series),
                 functools.partial(text, index),
+                functools.partial(self._exemplar_text, series) if family is _DURATION else None,
             )
         counts = self._ledger.snapshot()
         connections = []
@@ -399,7 +413,46 @@ class _TargetFamilies(Collector):
         name = f"{PREFIX}_{family.name}"
         with self._lock:
             rows = [(s, list(family.rows(s))) for s in series]
-        return _sample_list(name, rows)
+            if family is not _DURATION:
+                return _sample_list(name, rows)
+            exemplars = [list(s.duration.exemplars or ()) for s in series]
+        out = []
+        for (s, series_rows), kept in zip(rows, exemplars, strict=True):
+            for index, (suffix, extra, value) in enumerate(series_rows):
+                exemplar = kept[index] if suffix == "_bucket" else None
+                out.append(
+                    Sample(
+                        name + suffix,
+                        {**s.labels, **dict(extra)},
+                        value,
+                        exemplar=(
+                            None
+                            if exemplar is None
+                            else Exemplar({"trace_id": exemplar[0]}, exemplar[1], exemplar[2])
+                        ),
+                    )
+                )
+        return out
+
+    def _exemplar_text(self, series: list[_Series]) -> list[bytes]:
+        """The duration family for OpenMetrics: bucket lines carry their exemplar."""
+        with self._lock:
+            return [self._exemplar_lines(s) for s in series]
+
+    def _exemplar_lines(self, s: _Series) -> bytes:
+        if s.exemplar_text is None:
+            name = f"{PREFIX}_{_DURATION.name}"
+            exemplars = s.duration.exemplars or []
+            lines = []
+            for index, (suffix, extra, value) in enumerate(s.duration.rows()):
+                line = f"{name}{suffix}{{{s.prefix}{_labels_text(extra)}}} {_value(value)}"
+                kept = exemplars[index] if suffix == "_bucket" else None
+                if kept is not None:
+                    trace_id, seconds, at = kept
+                    line += f' # {{trace_id="{_escape(trace_id)}"}} {_value(seconds)} {at!r}'
+                lines.append(line + "\n")
+            s.exemplar_text = "".join(lines).encode()
+        return s.exemplar_text
 
     def _text(self, s: _Series) -> list[bytes]:
         with self._lock:
@@ -525,9 +578,12 @@ class ProbeMetrics:
             s = self._series.get((result.alias, result.target))
             if s is None:
                 return  # not (or no longer) a target: never recreate its series
-            s.text = None
+            s.text = s.exemplar_text = None
             s.attempts += 1
-            s.duration.observe(result.duration)
+            s.duration.observe(
+                result.duration,
+                (result.trace_id, result.duration, round(result.started_at, 3)),
+            )
             for phase, seconds in result.phases.items():
                 histogram = s.phases.get(phase)
                 if histogram is None:  # a phase its prober did not declare: count it anyway

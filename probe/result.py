@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -166,6 +167,16 @@ class Facts(Protocol):
         ...
 
 
+_IDS = random.Random()
+"""Our own generator: drawing from the `random` module's would move its state under
+whoever else uses it (Hypothesis notices)."""
+
+
+def new_trace_id() -> str:
+    """16 hex digits naming one cycle (not a secret: only unique enough to find it again)."""
+    return f"{_IDS.getrandbits(64):016x}"
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     """The outcome of one cycle against one target, whatever kind of prober ran it.
@@ -212,12 +223,15 @@ class ProbeResult:
     visibility: float | None = None
     """Seconds from the canary's acknowledged write until a strong read saw it; None when
     the cycle wrote nothing (or never saw its write)."""
+    trace_id: str = field(default_factory=new_trace_id)
+    """Names this cycle: `/probe?trace=ID` while it is in history, exemplars on /metrics."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view, used by `/probe` and `check --output json`."""
         body = {
             "alias": self.alias,
             "target": self.target,
+            "trace_id": self.trace_id,
             "rpc": self.method,
             "started_at": self.started_at,
             "success": self.success,

@@ -102,9 +102,35 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
         for mode in ("single", "concurrent", "while_profiling"):
             assert_numeric(scrape[mode], "median", "p99")
     assert_numeric(results["profiling"], "cpu_share_off", "cpu_share_on", "overhead_share_of_core")
+    assert_history(results["history"])
 
     # Every goal has a measurement, a verdict and its ratio to the threshold.
     assert len(results["goals"]) == 7
     for goal in results["goals"]:
         assert_numeric(goal, "measured", "threshold", "measured_over_threshold")
         assert isinstance(goal["met"], bool)
+
+
+def assert_history(history: dict[str, Any]) -> None:
+    """Family 9: memory per target for a full day, render and HTTP latencies."""
+    for mode in ("outages", "random5"):
+        memory = history["memory"][mode]
+        assert_numeric(memory["rss"], "rss_per_target_bytes", "rss_before_bytes")
+        assert memory["rss"]["rows_of_first_target"] >= 1439  # a full day of rows
+        assert_numeric(memory["traced"], "bytes_per_target")
+    for render in history["render"].values():
+        for name in ("status_page_1h", "status_page_24h", "api_targets", "target_page_24h",
+                     "api_history_24h"):  # fmt: skip
+            assert_numeric(render[name], "median", "p99")
+    for http in history["http"].values():
+        for name in ("status_page", "api_targets", "target_page", "api_history"):
+            assert_numeric(http[name], "median", "p99", "bytes")
+
+
+def test_history_family_alone_writes_its_figures(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.history", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_history(json.loads((tmp_path / "history.json").read_text()))

@@ -600,3 +600,34 @@ def test_a_key_with_a_newline_is_reported_on_one_line(tmp_path: Path) -> None:
     for issue in error.value.issues:
         assert "\n" not in str(issue) and "\t" not in str(issue)
     assert any("a\\nb" in str(issue) for issue in error.value.issues)
+
+
+# --------------------------------------------------------------------------- history
+
+
+def test_history_settings_from_flags_env_and_file(tmp_path: Path) -> None:
+    assert load_from().history.retention == 86400 and load_from().history.resolution == 60
+    config = load_from(environ={"MILVUS_PROBE_HISTORY_RETENTION": "6h"})
+    assert (config.history.retention, config.history.rows) == (21600, 360)
+    path = write(tmp_path / "c.yaml", "history:\n  retention: 2h\n  resolution: 30s\n")
+    config = load_from({"config.file": str(path)})
+    assert (config.history.retention, config.history.resolution) == (7200, 30)
+    path = write(tmp_path / "bad.yaml", "history:\n  retension: 2h\n")
+    (issue,) = issues_of({"config.file": str(path)})
+    assert issue.where.endswith("history.retension") and "unknown key" in issue.message
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        ({"history.resolution": "500ms"}, "at least 1s"),
+        ({"history.retention": "30s"}, "at least the resolution (1m)"),
+        ({"history.retention": "90s"}, "whole number of resolution steps (1m)"),
+        ({"history.retention": "168h", "history.resolution": "10s"}, "60480 rows"),
+        ({"history.retention": "forever"}, "expected a duration"),
+    ],
+)
+def test_bad_history_settings_say_why(flags: dict[str, str], fragment: str) -> None:
+    (issue,) = issues_of(flags)
+    assert issue.where.split()[-1].lstrip("-").startswith("history.")
+    assert fragment in issue.message

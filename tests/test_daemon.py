@@ -420,7 +420,7 @@ def test_status_page(milvus: MilvusLite, daemon: DaemonFactory, tmp_path: Path) 
     page = body.decode("utf-8")
     assert ">lite<" in page
     assert "odd&lt;i&gt;" in page and "odd<i>" not in page  # escaped
-    assert page.count("<svg") == 2
+    assert page.count("<svg") == 4  # per target: latency over time, last cycles by phase
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I)
     links = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", page, re.I)
     assert links, page

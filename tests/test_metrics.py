@@ -69,6 +69,20 @@ def families(
     }
 
 
+def exemplars(body: bytes) -> dict[tuple[tuple[str, str], ...], tuple[str, float, float]]:
+    """OpenMetrics bucket labels → (trace_id, value, timestamp) of their exemplar."""
+    return {
+        tuple(sorted(s.labels.items())): (
+            s.exemplar.labels["trace_id"],
+            s.exemplar.value,
+            float(s.exemplar.timestamp),  # type: ignore[arg-type]
+        )
+        for f in openmetrics_families(body.decode())
+        for s in f.samples
+        if s.exemplar is not None
+    }
+
+
 @pytest.fixture
 def metrics() -> ProbeMetrics:
     """Two targets, one with awkward label values, after a mix of cycles."""
@@ -108,6 +122,26 @@ def test_exposition_says_what_prometheus_client_would(metrics: ProbeMetrics, fmt
         "pod": "p-0", "protocol": "grpc", "version": "v2.3.5", "git_commit": "back\\slash",
         "go_version": "line\nbreak", "deploy_mode": "STANDALONE", "build_time": 'at "noon"',
     }]  # fmt: skip
+
+
+def test_duration_buckets_carry_the_last_cycle_in_them_as_an_exemplar(
+    metrics: ProbeMetrics,
+) -> None:
+    slow = result("plain", "10.0.0.1:19530", 0.7, started_at=1_700_000_000.1234)
+    fast = result("plain", "10.0.0.1:19530", 0.0007, started_at=1_700_000_001.5)
+    metrics.record(slow)
+    metrics.record(fast)
+    ours = render(metrics.registry, OPENMETRICS)[0]
+    theirs = openmetrics_latest(metrics.registry)  # prometheus_client writes them too
+    assert exemplars(ours) == exemplars(theirs)
+    found = exemplars(ours)
+    plain = (("alias", "plain"), ("namespace", ""), ("pod", ""), ("protocol", "grpc"),
+             ("service", ""), ("target", "10.0.0.1:19530"))  # fmt: skip
+    assert found[(*plain[:1], ("le", "1.0"), *plain[1:])] == (slow.trace_id, 0.7, 1700000000.123)
+    assert found[(*plain[:1], ("le", "0.001"), *plain[1:])] == (fast.trace_id, 0.0007, 1700000001.5)
+    assert all(dict(labels).get("le") for labels in found)  # buckets only
+    assert b"# {trace_id=" in ours
+    assert b"trace_id" not in render(metrics.registry, TEXT)[0]  # 0.0.4 has no exemplars
 
 
 def test_histograms_match_prometheus_client_fed_the_same_observations(

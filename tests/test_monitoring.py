@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -474,7 +475,9 @@ def substitute(expr: str) -> str:
 class Prometheus:
     """A real Prometheus server, scraping what `scrape_configs` says."""
 
-    def __init__(self, directory: Path, scrape_configs: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, directory: Path, scrape_configs: list[dict[str, Any]], *features: str
+    ) -> None:
         self.port = free_port()
         config = directory / "prometheus.yml"
         config.write_text(
@@ -501,6 +504,7 @@ class Prometheus:
                     "--web.console.templates=" + str(directory),
                     "--web.console.libraries=" + str(directory),
                     "--log.level=warn",
+                    *(f"--enable-feature={feature}" for feature in features),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -707,3 +711,41 @@ def test_promtool_check_metrics_finds_nothing(milvus: MilvusLite, daemon: Daemon
     text = wait_until(after_a_success, 30, "a successful cycle")
     proc = run(tool, "check", "metrics", stdin=text)
     assert (proc.returncode, proc.stdout + proc.stderr) == (0, ""), proc.stdout + proc.stderr
+
+
+def test_prometheus_stores_exemplars_that_lead_to_the_cycles_trace(
+    milvus: MilvusLite, daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    prometheus()
+    app = daemon(uri=milvus.address, **{"probe.interval": "200ms", "probe.timeout": "150ms",
+                                         "probe.history": "2000"})  # fmt: skip
+    scrape = {"job_name": "probe", "static_configs": [{"targets": [f"127.0.0.1:{app.port}"]}]}
+    server = Prometheus(tmp_path, [scrape], "exemplar-storage")
+    try:
+        wait_until(server.ready, 30, "prometheus to be ready")
+
+        def stored() -> list[dict[str, Any]]:
+            now = time.time()
+            answer = server.api(
+                "query_exemplars",
+                query="milvus_probe_duration_seconds_bucket",
+                start=str(now - 300),
+                end=str(now + 60),
+            )
+            assert answer["status"] == "success", answer
+            return [e for series in answer["data"] for e in series["exemplars"]]
+
+        found = wait_until(stored, 30, "exemplars of milvus_probe_duration_seconds")
+        exemplar = found[-1]
+        trace_id = exemplar["labels"]["trace_id"]
+        assert re.fullmatch(r"[0-9a-f]{16}", trace_id), exemplar
+        assert 0 < float(exemplar["value"]) < 0.15
+        # The exemplar leads to the cycle's full trace while the probe keeps it.
+        status, _, body = http_get(app.port, f"/probe?trace={trace_id}")
+        assert status == 200, body
+        assert "Probe of alias=default" in body.decode() and "result    success" in body.decode()
+    finally:
+        server.stop()
+    heatmap = next(p for p in json.loads(DASHBOARD.read_text())["panels"]
+                   if p["title"] == "Cycle duration")  # fmt: skip
+    assert heatmap["targets"][0]["exemplar"] is True

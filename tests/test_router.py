@@ -65,8 +65,28 @@ class FakeApi:
             raise self.probe_error
         return trace(alias or "only"), None
 
-    def status_page(self) -> str:
+    def status_page(self, window: str | None = None) -> str:
+        if window not in (None, "1h"):
+            raise ValueError(f"window: bad {window!r}")
         return "<!doctype html><title>milvus-probe</title>"
+
+    def target_page(self, alias: str, window: str | None = None) -> str | None:
+        self.asked.append(("target_page", alias, window))
+        return f"<p>{alias}</p>" if alias in self.targets else None
+
+    def targets_api(self) -> list[dict[str, Any]]:
+        return [{"alias": alias} for alias in self.targets]
+
+    def history_api(self, alias: str, window: str | None = None) -> dict[str, Any] | None:
+        self.asked.append(("history_api", alias, window))
+        if alias not in self.targets:
+            return None
+        if window == "2d":
+            raise ValueError("window: '2d' is not a duration")
+        return {"alias": alias, "buckets": []}
+
+    def trace(self, trace_id: str) -> tuple[ProbeResult, TargetState | None] | None:
+        return (trace("kept"), None) if trace_id == "00000000000000aa" else None
 
     def reload(self) -> tuple[bool, str]:
         self.asked.append(("reload",))
@@ -305,3 +325,45 @@ def test_reload(router: Router, api: FakeApi) -> None:
     answer = call(router, "/-/reload", "POST")
     assert answer.status == 500 and "ftp" in answer.text
     assert api.asked.count(("reload",)) == 3
+
+
+# --------------------------------------------------------------------------- pages and API
+
+
+def test_target_pages_and_history_take_aliases_with_slashes(router: Router, api: FakeApi) -> None:
+    api.targets = {"ns/pod-0": Check("target:ns/pod-0", True, "ok")}
+    # wsgiref hands the router %2F already decoded: the alias is the rest of the path.
+    page = call(router, "/targets/ns/pod-0", query="window=6h")
+    assert page.status == 200 and page.text == "<p>ns/pod-0</p>"
+    assert page.headers["content-type"].startswith("text/html")
+    assert call(router, "/targets/nope").status == 404
+    assert call(router, "/targets/ns/pod-0", query="x=1").status == 400
+    assert call(router, "/targets/ns/pod-0", method="POST").status == 405
+    history = call(router, "/api/v1/targets/ns/pod-0/history", query="window=15m")
+    assert history.status == 200 and json.loads(history.text)["alias"] == "ns/pod-0"
+    assert ("history_api", "ns/pod-0", "15m") in api.asked
+    listed = call(router, "/api/v1/targets")
+    assert listed.headers["content-type"] == "application/json"
+    assert json.loads(listed.text) == [{"alias": "ns/pod-0"}]
+
+
+def test_api_errors_are_json_with_the_reason(router: Router, api: FakeApi) -> None:
+    api.targets = {"a": Check("target:a", True, "ok")}
+    unknown = call(router, "/api/v1/targets/b/history")
+    assert unknown.status == 404
+    assert json.loads(unknown.text) == {"error": "no target with alias 'b'"}
+    bad = call(router, "/api/v1/targets/a/history", query="window=2d")
+    assert bad.status == 400 and "2d" in json.loads(bad.text)["error"]
+    extra = call(router, "/api/v1/targets/a/history", query="windows=1h")
+    assert extra.status == 400 and "windows" in json.loads(extra.text)["error"]
+    assert call(router, "/", query="window=2d").status == 400
+
+
+def test_probe_finds_a_past_cycle_by_trace_id(router: Router) -> None:
+    found = call(router, "/probe", query="trace=00000000000000aa")
+    assert found.status == 200 and "alias=kept" in found.text
+    as_json = call(router, "/probe", query="trace=00000000000000aa&format=json")
+    assert json.loads(as_json.text)["alias"] == "kept"
+    gone = call(router, "/probe", query="trace=00000000000000bb")
+    assert gone.status == 404 and "no cycle with trace id" in gone.text
+    assert call(router, "/probe", query="trace=00000000000000aa&alias=a").status == 400

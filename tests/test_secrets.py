@@ -148,6 +148,15 @@ def fetch_everything(port: int, aliases: list[str], profiles: bool = True) -> di
         get(f"/readyz/{alias}?verbose")
         get(f"/probe?alias={alias}")
         get(f"/probe?alias={alias}&format=json")
+    # History: the pages, the API, and past cycles found by their trace ids.
+    get("/?window=24h")
+    get("/api/v1/targets")
+    for alias in aliases:
+        get(f"/targets/{alias}?window=15m")
+        get(f"/api/v1/targets/{alias}/history?window=15m")
+    for listed in json.loads(got["/api/v1/targets"]):
+        get(f"/probe?trace={listed['last_trace_id']}")
+        get(f"/probe?trace={listed['last_trace_id']}&format=json")
     for view in ("/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/goroutine",
                  "/debug/pprof/goroutine?debug=1", "/debug/pprof/goroutine?debug=2",
                  "/debug/pprof/threadcreate"):
@@ -204,6 +213,11 @@ def test_the_daemon_never_shows_a_secret(tmp_path: Path, log_format: str) -> Non
             pages = fetch_everything(port, aliases)
             assert b"unauthenticated" in pages["/probe?alias=file-token-bad"]
             assert b"--token" in pages["/debug/pprof/cmdline"]
+            # The target pages show the configuration, saying only that a secret is set.
+            assert b"<td class=mono>&lt;set&gt;</td>" in pages["/targets/file-token-ok?window=15m"]
+            assert f"&lt;from file {password_file}&gt;".encode() in pages[
+                "/targets/password-file-bad?window=15m"]
+            assert b"unauthenticated" in pages["/targets/file-token-bad?window=15m"]
 
             # A reload that the daemon rejects, of a file full of secrets in wrong places.
             config.write_text(yaml.safe_dump({"targets": [

@@ -21,6 +21,7 @@ from probe.config.issues import ConfigError, ConfigIssue
 from probe.config.settings import (
     Config,
     DiscoverySettings,
+    HistorySettings,
     LogFormat,
     ProbeSettings,
     ProfilingSettings,
@@ -73,6 +74,7 @@ __all__ = [
     "ConfigIssue",
     "ConnectionOption",
     "DiscoverySettings",
+    "HistorySettings",
     "LogFormat",
     "Option",
     "ProbeSettings",

@@ -17,7 +17,9 @@ from probe.config.discovery import discovery_settings
 from probe.config.issues import ConfigError, Issues
 from probe.config.options import FILE_SECTIONS, OPTIONS, OPTIONS_BY_KEY, Option, known_env_names
 from probe.config.settings import (
+    MAX_HISTORY_ROWS,
     Config,
+    HistorySettings,
     ProbeSettings,
     ProfilingSettings,
     ReadinessSettings,
@@ -78,7 +80,7 @@ def _check_file_shape(doc: Mapping[Any, Any], file_name: str, issues: Issues) ->
                 f"{file_name}: {key}",
                 f"unknown key; expected one of {', '.join(sorted(FILE_SECTIONS))}",
             )
-    for section in ("probe", "readiness"):
+    for section in ("probe", "readiness", "history"):
         block = doc.get(section)
         if block is None:
             continue
@@ -155,6 +157,8 @@ def load(sources: Sources) -> Config:
             f"shorter than the interval ({format_duration(probe.interval)})",
         )
 
+    history = _history_settings(values, issues)
+
     discovery = None
     if values["discovery.kubernetes.enabled"]:
         discovery = discovery_settings(values, file_doc, file_name, environ, probe, issues)
@@ -183,11 +187,41 @@ def load(sources: Sources) -> Config:
             max_seconds=values["profiling.max-seconds"],
             heap=values["profiling.heap"],
         ),
+        history=history,
         targets=tuple(targets),
         discovery=discovery,
         events=values["events.enabled"],
         kubeconfig=values["kubeconfig"],
     )
+
+
+def _history_settings(values: Mapping[str, Any], issues: Issues) -> HistorySettings:
+    """`--history.*`, checked: at least a second a row, a whole number of rows, bounded."""
+    history = HistorySettings(
+        retention=values["history.retention"], resolution=values["history.resolution"]
+    )
+    retention, resolution = history.retention, history.resolution
+    if resolution < 1:
+        issues.add("history.resolution", f"must be at least 1s, got {format_duration(resolution)}")
+    elif retention < resolution:
+        issues.add(
+            "history.retention",
+            f"the retention ({format_duration(retention)}) must be at least the resolution "
+            f"({format_duration(resolution)})",
+        )
+    elif abs(retention / resolution - history.rows) > 1e-9:
+        issues.add(
+            "history.retention",
+            f"the retention ({format_duration(retention)}) must be a whole number of "
+            f"resolution steps ({format_duration(resolution)})",
+        )
+    elif history.rows > MAX_HISTORY_ROWS:
+        issues.add(
+            "history.retention",
+            f"{format_duration(retention)} at {format_duration(resolution)} is {history.rows} "
+            f"rows per target; at most {MAX_HISTORY_ROWS} (raise --history.resolution)",
+        )
+    return history
 
 
 def describe(config: Config) -> list[str]:

@@ -15,6 +15,7 @@ from probe.config.settings import (
     MAX_CONNECTIONS,
     Config,
     DiscoverySettings,
+    HistorySettings,
     LogFormat,
     ProbeSettings,
     ProfilingSettings,
@@ -294,6 +295,25 @@ OPTIONS: tuple[Option, ...] = (
         switch=True,
     ),
     Option(
+        "history.retention",
+        parse_duration,
+        HistorySettings.retention,
+        "how far back the status pages and /api/v1 see, per target (at most 10,080 rows)",
+        "history",
+        ("history", "retention"),
+        metavar="DURATION",
+    ),
+    Option(
+        "history.resolution",
+        parse_duration,
+        HistorySettings.resolution,
+        "time one history row covers (attempts, failures by reason, p50/p99 per phase); "
+        "the retention must be a whole number of rows",
+        "history",
+        ("history", "resolution"),
+        metavar="DURATION",
+    ),
+    Option(
         "readiness.success-threshold",
         int_in(1, 1000),
         ReadinessSettings.success_threshold,
@@ -456,7 +476,7 @@ TARGET_OVERRIDES = {
     "connect_interval": parse_duration,
 }
 TARGET_KEYS = CONNECTION_KEYS | set(TARGET_OVERRIDES) | {"canary"}
-FILE_SECTIONS = {"probe", "readiness", "targets", "discovery"}
+FILE_SECTIONS = {"probe", "readiness", "history", "targets", "discovery"}
 
 
 def known_env_names() -> set[str]:

@@ -85,6 +85,25 @@ class ProfilingSettings:
 
 
 @dataclass(frozen=True)
+class HistorySettings:
+    """What the status pages and `/api/v1` remember per target (`--history.*`)."""
+
+    retention: float = 86400.0
+    """Seconds of per-minute history kept per target (default 24 h)."""
+    resolution: float = 60.0
+    """Seconds one history row covers (default 1 m)."""
+
+    @property
+    def rows(self) -> int:
+        """Rows kept per target: retention / resolution."""
+        return round(self.retention / self.resolution)
+
+
+MAX_HISTORY_ROWS = 10_080
+"""Most rows per target (a week at one minute): bounds history memory per target."""
+
+
+@dataclass(frozen=True)
 class DiscoverySettings:
     """Kubernetes EndpointSlice discovery (`--discovery.kubernetes.*`)."""
 
@@ -116,6 +135,7 @@ class Config:
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     readiness: ReadinessSettings = field(default_factory=ReadinessSettings)
     profiling: ProfilingSettings = field(default_factory=ProfilingSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
     targets: tuple[Target, ...] = ()
     discovery: DiscoverySettings | None = None
     """None unless --discovery.kubernetes.enabled."""

@@ -7,6 +7,7 @@ and gzip negotiation included) at `/metrics` beside our own handlers.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -49,7 +50,15 @@ class ManagementApi(Protocol):
 
     def probe_now(self, alias: str | None) -> tuple[ProbeResult, TargetState | None]: ...
 
-    def status_page(self) -> str: ...
+    def status_page(self, window: str | None = None) -> str: ...
+
+    def target_page(self, alias: str, window: str | None = None) -> str | None: ...
+
+    def targets_api(self) -> list[dict[str, Any]]: ...
+
+    def history_api(self, alias: str, window: str | None = None) -> dict[str, Any] | None: ...
+
+    def trace(self, trace_id: str) -> tuple[ProbeResult, TargetState | None] | None: ...
 
     def reload(self) -> tuple[bool, str]: ...
 
@@ -71,6 +80,7 @@ class Router:
             "/livez": {"GET": self._live},
             "/readyz": {"GET": self._ready},
             "/probe": {"GET": self._probe},
+            "/api/v1/targets": {"GET": self._api_targets},
             "/-/reload": {"POST": self._reload, "PUT": self._reload},
         }
 
@@ -129,6 +139,10 @@ class Router:
             return self._only(method, ("GET",), environ, start_response, self.pprof)
         if path.startswith("/readyz/") and len(path) > len("/readyz/"):
             return self._only(method, ("GET",), environ, start_response, self._target_ready)
+        if path.startswith(_TARGETS) and len(path) > len(_TARGETS):
+            return self._only(method, ("GET",), environ, start_response, self._target)
+        if path.startswith(_API_TARGETS) and path.endswith(_HISTORY):
+            return self._only(method, ("GET",), environ, start_response, self._api_history)
         handlers = self._routes.get(path)
         if handlers is None:
             return respond(start_response, 404, f"no such page: {path}\nsee / for the index\n")
@@ -162,8 +176,42 @@ class Router:
     # ----------------------------------------------------------- handlers
 
     def _index(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        params = query(environ, ("window",))
+        try:
+            page = self.api.status_page(params.get("window"))
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return respond(start_response, 200, page, "text/html; charset=utf-8")
+
+    def _target(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """`/targets/<alias>`: the alias is the rest of the path (it may hold `/`)."""
+        params = query(environ, ("window",))
+        alias = request_path(environ)[len(_TARGETS) :]
+        try:
+            page = self.api.target_page(alias, params.get("window"))
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        if page is None:
+            return respond(start_response, 404, f"no target with alias {alias!r}; see /\n")
+        return respond(start_response, 200, page, "text/html; charset=utf-8")
+
+    def _api_targets(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         query(environ, ())
-        return respond(start_response, 200, self.api.status_page(), "text/html; charset=utf-8")
+        return _json(start_response, 200, self.api.targets_api())
+
+    def _api_history(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            params = query(environ, ("window",))
+        except BadRequest as exc:
+            return _json(start_response, 400, {"error": str(exc)})
+        alias = request_path(environ)[len(_API_TARGETS) : -len(_HISTORY)]
+        try:
+            answer = self.api.history_api(alias, params.get("window"))
+        except ValueError as exc:
+            return _json(start_response, 400, {"error": str(exc)})
+        if answer is None:
+            return _json(start_response, 404, {"error": f"no target with alias {alias!r}"})
+        return _json(start_response, 200, answer)
 
     def _metrics(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -204,13 +252,29 @@ class Router:
         return respond(start_response, status, "OK\n" if check.ok else f"{check.message}\n")
 
     def _probe(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        params = query(environ, ("alias", "format"))
+        params = query(environ, ("alias", "format", "trace"))
         fmt = params.get("format", "")
         if fmt not in ("", "text", "json"):
             raise BadRequest(f"format must be text or json, got {fmt!r}")
         wants_json = fmt == "json" or (
             not fmt and "application/json" in environ.get("HTTP_ACCEPT", "")
         )
+        if "trace" in params:
+            if "alias" in params:
+                raise BadRequest("give alias (probe now) or trace (a past cycle), not both")
+            found = self.api.trace(params["trace"])
+            if found is None:
+                return respond(
+                    start_response,
+                    404,
+                    f"no cycle with trace id {params['trace']!r} in history (kept: the last "
+                    "--probe.history cycles and the last 20 failures of each target)\n",
+                )
+            past, past_state = found
+            if wants_json:
+                body = pages.trace_json(past, past_state)
+                return respond(start_response, 200, body, "application/json")
+            return respond(start_response, 200, pages.trace_text(past, past_state))
         alias = params.get("alias")
         if alias == "":
             raise BadRequest("alias is empty")
@@ -230,6 +294,15 @@ class Router:
         query(environ, ())
         ok, message = self.api.reload()
         return respond(start_response, 200 if ok else 500, f"{message}\n")
+
+
+_TARGETS = "/targets/"
+_API_TARGETS = "/api/v1/targets/"
+_HISTORY = "/history"
+
+
+def _json(start_response: StartResponse, status: int, body: Any) -> list[bytes]:
+    return respond(start_response, status, json.dumps(body, indent=1) + "\n", "application/json")
 
 
 class _SharedRenders:

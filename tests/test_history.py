@@ -1,0 +1,241 @@
+"""probe.history on a fake clock: minute rows, retention, percentiles, traces kept.
+
+No server is needed: results are built here the way the gRPC prober builds them, with
+the times a test chooses (`started_at` decides the minute; `clock` decides "now").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from probe.config.settings import HistorySettings
+from probe.history import FAILURE_TRACES, History, code_seconds, latency_code
+from probe.hub import TargetDiff
+from probe.probers.grpc import GrpcFacts, Phase
+from probe.result import FailureReason, ProbeResult, RpcMethod
+from probe.targets import Target
+from tests.support import target
+
+T0 = 1_700_000_040.0
+"""A minute boundary (Unix time), where the tests' days begin."""
+STEP = 0.066
+"""Relative width of a latency bucket: p50/p99 come back within half of it."""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cycle(t: Target, at: float, duration: float = 0.002, **fields: Any) -> ProbeResult:
+    values: dict[str, Any] = {
+        "alias": t.alias,
+        "target": t.address,
+        "method": RpcMethod.CHECK_HEALTH.value,
+        "started_at": at,
+        "duration": duration,
+        "phases": {Phase.RESOLVE: duration / 4, Phase.CONNECT: duration / 4,
+                   Phase.RPC: duration / 4, Phase.CLOSE: duration / 4},  # fmt: skip
+        "success": True,
+        "addresses": ("127.0.0.1",),
+        "healthy": True,
+        "quota_states": (),
+        "facts": GrpcFacts(rpc=RpcMethod.CHECK_HEALTH),
+    }
+    if "reason" in fields:
+        values.update(success=False, failed_phase=Phase.CONNECT, error=f"{fields['reason']}",
+                      healthy=None, quota_states=None)  # fmt: skip
+        values["phases"] = {Phase.RESOLVE: duration / 2, Phase.CONNECT: duration / 2}
+    values.update(fields)
+    return ProbeResult(**values)
+
+
+def failure(t: Target, at: float, reason: FailureReason = FailureReason.REFUSED) -> ProbeResult:
+    return cycle(t, at, 0.0005, reason=reason)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def history_of(clock: Clock, *targets: Target, retention: str = "24h", traces: int = 60) -> History:
+    seconds = {"24h": 86400.0, "5m": 300.0}[retention]
+    h = History(HistorySettings(retention=seconds, resolution=60.0), traces, clock=clock)
+    h.follow(TargetDiff(added=targets, removed=(), current=targets, first_round=True))
+    return h
+
+
+A = target(alias="a", host="10.0.0.1")
+B = target(alias="b/pod-0", host="10.0.0.2")
+
+
+def test_latency_buckets_round_trip_within_half_a_step() -> None:
+    for seconds in (1e-5, 3.3e-4, 0.0021, 0.5, 7.0, 99.0):
+        back = code_seconds(latency_code(seconds))
+        assert back is not None and back == pytest.approx(seconds, rel=STEP / 2)
+    assert code_seconds(0) is None
+    assert latency_code(0.0) == 1 and latency_code(1e6) == 254
+
+
+def test_cycles_fall_into_their_minute_and_the_minute_rolls_over(clock: Clock) -> None:
+    h = history_of(clock, A)
+    for k in range(6):  # minute 0: six cycles, two refused
+        h.observe(A, failure(A, T0 + k * 10) if k in (2, 3) else cycle(A, T0 + k * 10))
+    h.observe(A, cycle(A, T0 + 61, 0.004))  # minute 1 (still open)
+    clock.now = T0 + 70
+    rows = h.buckets("a", 3600)
+    assert rows is not None and [r.start for r in rows] == [T0, T0 + 60]
+    first, second = rows
+    assert (first.attempts, first.failures) == (6, {"refused": 2})
+    assert (second.attempts, second.failures) == (1, {})
+    assert second.latency["total"][0] == pytest.approx(0.004, rel=STEP / 2)
+    # The open minute is part of the answer, and a later cycle closes it.
+    h.observe(A, failure(A, T0 + 185, FailureReason.TIMEOUT))
+    clock.now = T0 + 190
+    rows = h.buckets("a", 3600)
+    assert rows is not None
+    assert [r.start for r in rows] == [T0, T0 + 60, T0 + 180]  # minute 2 had no cycle
+    assert rows[-1].failures == {"timeout": 1}
+
+
+def test_a_minute_with_several_reasons_keeps_them_all(clock: Clock) -> None:
+    h = history_of(clock, A)
+    h.observe(A, failure(A, T0, FailureReason.REFUSED))
+    h.observe(A, failure(A, T0 + 10, FailureReason.DNS))
+    h.observe(A, failure(A, T0 + 20, FailureReason.DNS))
+    h.observe(A, cycle(A, T0 + 60))  # closes minute 0
+    clock.now = T0 + 61
+    rows = h.buckets("a", 900)
+    assert rows is not None and rows[0].failures == {"refused": 1, "dns": 2}
+
+
+def test_a_minute_of_more_than_255_cycles_keeps_exact_counts(clock: Clock) -> None:
+    h = history_of(clock, A)
+    for k in range(300):  # one every 200 ms, the last 260 refused
+        h.observe(A, failure(A, T0 + k * 0.2) if k >= 40 else cycle(A, T0 + k * 0.2))
+    h.observe(A, cycle(A, T0 + 60))  # closes the minute into a row of bytes
+    clock.now = T0 + 61
+    rows = h.buckets("a", 900)
+    assert rows is not None
+    assert (rows[0].attempts, rows[0].failures) == (300, {"refused": 260})
+    summary = h.summary("a")
+    assert summary is not None and summary.ratios["15m"] == pytest.approx(41 / 301)
+
+
+def test_p50_and_p99_of_a_minute(clock: Clock) -> None:
+    h = history_of(clock, A)
+    durations = [(k + 1) / 1000 for k in range(100)]  # 1 ms .. 100 ms
+    for k, seconds in enumerate(reversed(durations)):
+        h.observe(A, cycle(A, T0 + k * 0.5, seconds))
+    h.observe(A, cycle(A, T0 + 60))  # close it: the stored row, not the open counts
+    clock.now = T0 + 61
+    rows = h.buckets("a", 900)
+    assert rows is not None
+    p50, p99 = rows[0].latency["total"]
+    assert p50 == pytest.approx(0.050, rel=STEP / 2)
+    assert p99 == pytest.approx(0.099, rel=STEP / 2)
+    rpc50, rpc99 = rows[0].latency[Phase.RPC]
+    assert rpc50 == pytest.approx(0.0125, rel=STEP / 2)
+    assert rpc99 == pytest.approx(0.02475, rel=STEP / 2)
+    assert rows[0].latency[Phase.INFO] == (None, None)  # declared, never ran
+
+
+def test_success_ratios_per_window_and_none_without_cycles(clock: Clock) -> None:
+    h = history_of(clock, A, B)
+    # Two hours ago: 10 failures; the last 10 minutes: 10 successes, one per minute.
+    for k in range(10):
+        h.observe(A, failure(A, T0 + k))
+    for k in range(10):
+        h.observe(A, cycle(A, T0 + 7200 + k * 60))
+    clock.now = T0 + 7200 + 9 * 60 + 30
+    summary = h.summary("a")
+    assert summary is not None
+    assert summary.ratios == {"15m": 1.0, "1h": 1.0, "6h": 0.5, "24h": 0.5}
+    assert summary.up and summary.since == T0 + 7200
+    other = h.summary("b/pod-0")
+    assert other is not None
+    assert other.ratios == {"15m": None, "1h": None, "6h": None, "24h": None}
+    assert other.last is None and other.since is None and not other.up
+    # A day later the failures have left every window, the successes too.
+    clock.now += 86400 - 300
+    summary = h.summary("a")
+    assert summary is not None and summary.ratios["24h"] == 1.0
+    clock.now += 3600
+    assert h.summary("a").ratios["24h"] is None  # type: ignore[union-attr]
+
+
+def test_retention_keeps_only_the_last_rows(clock: Clock) -> None:
+    h = history_of(clock, A, retention="5m")
+    for minute in range(12):
+        h.observe(A, failure(A, T0 + minute * 60) if minute < 6 else cycle(A, T0 + minute * 60))
+    clock.now = T0 + 11 * 60 + 5
+    rows = h.buckets("a", 86400)
+    assert rows is not None
+    # Five minutes, the one in progress (11) included.
+    assert [r.start for r in rows] == [T0 + m * 60 for m in range(7, 12)]
+    assert all(not r.failures for r in rows)
+    assert h.summary("a").ratios["24h"] == 1.0  # type: ignore[union-attr]
+    # A silence longer than the retention: nothing old comes back.
+    h.observe(A, failure(A, T0 + 30 * 60))
+    clock.now = T0 + 30 * 60 + 1
+    rows = h.buckets("a", 86400)
+    assert rows is not None and [r.start for r in rows] == [T0 + 30 * 60]
+
+
+def test_the_last_failures_stay_when_successes_follow(clock: Clock) -> None:
+    h = history_of(clock, A, traces=10)
+    failed = [failure(A, T0 + k, FailureReason.TIMEOUT) for k in range(FAILURE_TRACES + 5)]
+    for result in failed:
+        h.observe(A, result)
+    ok = [cycle(A, T0 + 100 + k, 0.001 + k / 1e5) for k in range(50)]
+    for result in ok:
+        h.observe(A, result)
+    kept = h.failures("a")
+    assert [r.trace_id for r in kept] == [r.trace_id for r in failed[-FAILURE_TRACES:]]
+    assert all(r.reason is FailureReason.TIMEOUT and r.error == "timeout" for r in kept)
+    recent = h.recent("a")
+    assert [r.trace_id for r in recent] == [r.trace_id for r in ok[-10:]]
+    # What comes back is the cycle that was observed (seconds kept as 32-bit floats).
+    for got, sent in zip(recent, ok[-10:], strict=True):
+        assert got.started_at == sent.started_at and got.success
+        assert got.duration == pytest.approx(sent.duration, rel=1e-6)
+        assert list(got.phases) == list(sent.phases)
+        assert all(math.isclose(got.phases[p], sent.phases[p], rel_tol=1e-6) for p in got.phases)
+        assert (got.addresses, got.healthy, got.facts) == (sent.addresses, True, sent.facts)
+    # Found by id while kept; gone once pushed out of both.
+    assert h.trace(failed[-1].trace_id) == kept[-1]
+    assert h.trace(ok[-1].trace_id) is not None
+    assert h.trace(failed[0].trace_id) is None
+    assert h.trace(ok[0].trace_id) is None
+    assert h.trace("not-hex") is None
+    summary = h.summary("a")
+    assert summary is not None and summary.since == T0 + 100 and summary.last is not None
+    assert summary.last.trace_id == ok[-1].trace_id
+
+
+def test_fewer_traces_on_reload_keeps_the_newest(clock: Clock) -> None:
+    h = history_of(clock, A, traces=10)
+    results = [cycle(A, T0 + k) for k in range(10)]
+    for result in results:
+        h.observe(A, result)
+    h.configure(3)
+    assert [r.trace_id for r in h.recent("a")] == [r.trace_id for r in results[-3:]]
+
+
+def test_removed_and_replaced_targets_start_over(clock: Clock) -> None:
+    h = history_of(clock, A, B)
+    h.observe(A, failure(A, T0))
+    h.observe(B, failure(B, T0))
+    moved = target(alias="a", host="10.0.0.9")
+    h.follow(TargetDiff(added=(moved,), removed=(A, B), current=(moved,)))
+    assert h.aliases() == ["a"] and h.buckets("b/pod-0", 900) is None
+    assert h.buckets("a", 900) == [] and h.failures("a") == []
+    h.observe(A, failure(A, T0 + 1))  # a late result of the old "a": not the new one's
+    assert h.failures("a") == []
