@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,20 +20,22 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from probe import logs, pages
-from probe.config import SECRET_FLAGS, Config, ConfigError, ProfilingSettings, describe
+from probe import cluster, logs, pages
+from probe.cluster import Cluster
+from probe.config import SECRET_FLAGS, Config, ConfigError, describe
 from probe.exposition import metrics_app
 from probe.health import Check, Health, TargetState, log_change
 from probe.history import History
 from probe.hub import Hub, TargetDiff
-from probe.metrics import KubernetesMetrics, ProbeMetrics
+from probe.metrics import ProbeMetrics
 from probe.milvus.channel import warm_up
 from probe.probers import InfoMode, Probers
 from probe.result import ProbeResult
 from probe.scheduler import Scheduler
-from probe.targets import ObjectRef, Target
+from probe.targets import Target
 from probe.targets.static import StaticTargetSource
 from probe.web import ManagementServer, Router
+from probe.web.profiling import LazyProfiling
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +79,15 @@ class App:
             on_missed=self.metrics.missed_cycle,
             clock=clock,
         )
-        pprof = _Profiling(config.profiling) if config.profiling.enabled else None
+        pprof = LazyProfiling(config.profiling, SECRET_FLAGS) if config.profiling.enabled else None
         self.router = Router(self, pprof)
-        self.discovery: Any = None
-        self.events: Any = None
-        self.target_events: Any = None
-        self.kube_metrics: KubernetesMetrics | None = None
-        if config.discovery is not None or _events_wanted(config):
-            self._start_kubernetes(config)
+        self.cluster: Cluster | None = None
+        if cluster.wanted(config):  # the only path that imports `kubernetes`
+            self.cluster = Cluster(config, self.registry)
+            if self.cluster.discovery is not None:
+                self.health.extra_checks.append(self.cluster.discovery_check)
+        self.discovery = self.cluster.discovery if self.cluster else None
+        target_events = self.cluster.target_events if self.cluster else None
         self.server = ManagementServer(self.router, config.listen_address)
         self._reload_lock = threading.Lock()
         self._stopping = False
@@ -103,8 +105,9 @@ class App:
         self.hub.sink(self._health_sink)
         self.hub.listen(self.history.follow)
         self.hub.sink(self.history.observe)
-        if self.target_events is not None:
-            self.hub.sink(self.target_events.observe)
+        self._target_events = target_events
+        if target_events is not None:
+            self.hub.sink(target_events.observe)
 
     # ----------------------------------------------------------- lifecycle
 
@@ -112,76 +115,18 @@ class App:
     def port(self) -> int:
         return self.server.port
 
-    def _start_kubernetes(self, config: Config) -> None:
-        """Build discovery and Events; the only path that imports `kubernetes`."""
-        from probe import kube
-
-        self.kube_metrics = KubernetesMetrics(self.registry)
-        api = kube.api_client(config.kubeconfig)
-        if config.discovery is not None:
-            from probe.targets.kubernetes import (
-                DiscoveryOptions,
-                KubernetesTargetSource,
-                Shard,
-            )
-
-            d = config.discovery
-            assert d.template is not None
-            self.discovery = KubernetesTargetSource(
-                DiscoveryOptions(
-                    namespace=d.namespace or kube.own_namespace(),
-                    service=d.service,
-                    label_selector=d.label_selector,
-                    port_name=d.port_name,
-                    include_service=d.include_service,
-                    shard=Shard(d.shard_index, d.shard_total),
-                    template=d.template,
-                    management_port=d.management_port,
-                ),
-                api=api,
-                on_error=lambda kind: self.kube_metrics.discovery_errors.labels(kind).inc(),  # type: ignore[union-attr]
-                on_sync=self.kube_metrics.synced,
-            )
-            self.health.extra_checks.append(self._discovery_check)
-        if _events_wanted(config):
-            from probe.events import EventRecorder, TargetEvents
-
-            self.events = EventRecorder(
-                api,
-                instance=os.environ.get("POD_NAME"),
-                on_result=lambda result: self.kube_metrics.events.labels(result).inc(),  # type: ignore[union-attr]
-            )
-            self.target_events = TargetEvents(self.events, _own_pod())
-
-    def _discovery_check(self) -> Check:
-        source = self.discovery
-        if not source.synced.is_set():
-            why = source.last_error or "waiting for the first list"
-            return Check("discovery", False, f"not synced yet: {why}")
-        ago = time.time() - (source.last_sync or time.time())
-        note = f"; last error: {source.last_error}" if source.last_error else ""
-        return Check(
-            "discovery",
-            True,
-            f"{len(source.current())} target(s), heard from the API server {ago:.0f}s ago{note}",
-        )
-
     def _current_targets(self) -> list[Target]:
         """Static targets, then discovered ones (a static alias wins a collision)."""
         static = self.source.current()
-        if self.discovery is None:
-            return static
         taken = {t.alias for t in static}
-        return static + [t for t in self.discovery.current() if t.alias not in taken]
+        discovered = self.cluster.discovered() if self.cluster else []
+        return static + [t for t in discovered if t.alias not in taken]
 
     def start(self) -> None:
         warm_up()
         self.source.subscribe(lambda _: self.hub.update(self._current_targets()))
-        if self.discovery is not None:
-            self.discovery.subscribe(lambda _: self.hub.update(self._current_targets()))
-            self.discovery.start()
-        if self.events is not None:
-            self.events.start()
+        if self.cluster is not None:
+            self.cluster.start(lambda: self.hub.update(self._current_targets()))
         self.hub.update(self._current_targets(), first_round=True)
         # What exists now (modules, config, targets and their series) lives as long as
         # the process: keep it out of the collector's full passes (40 ms at 1,000
@@ -215,10 +160,8 @@ class App:
         self.health.stopping()
         self.scheduler.stop(timeout=0.5)
         self.source.stop()
-        if self.discovery is not None:
-            self.discovery.stop()
-        if self.events is not None:
-            self.events.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         closed = self.ledger.close_all()
         finished = self.scheduler.join_workers(SHUTDOWN_BUDGET)
         self.server.stop()
@@ -238,9 +181,6 @@ class App:
             self.ledger.forget((target.alias, target.address))
             self.probers.forget(target)
 
-    def _follow_health(self, diff: TargetDiff) -> None:
-        self.health.set_targets(diff.current, first_round=diff.first_round)
-
     def _run_scheduled(self, target: Target) -> None:
         self.hub.publish(target, self.probers.run(target, InfoMode.SCHEDULED))
 
@@ -249,8 +189,8 @@ class App:
         if change is None:
             return
         log_change(change)
-        if self.target_events is not None:
-            self.target_events.changed(target, change)
+        if self._target_events is not None:
+            self._target_events.changed(target, change)
 
     # ----------------------------------------------------------- reload
 
@@ -370,41 +310,3 @@ class App:
         if result is None:
             return None
         return result, self.health.state(result.alias)
-
-
-class _Profiling:
-    """/debug/pprof/*, built on its first request: the default process never pays for the
-    profiler's modules (0.3 MiB) unless someone profiles it. With `--profiling.heap` it is
-    built at once, since allocations are traced from start."""
-
-    def __init__(self, settings: ProfilingSettings) -> None:
-        self._settings = settings
-        self._lock = threading.Lock()
-        self._app: Any = None
-        if settings.heap:
-            self.app  # noqa: B018 - built now
-
-    @property
-    def app(self) -> Any:
-        with self._lock:
-            if self._app is None:
-                from probe.pprof import ProfilingApp
-
-                self._app = ProfilingApp(self._settings, SECRET_FLAGS)
-            return self._app
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        return self.app(environ, start_response)
-
-
-def _own_pod() -> ObjectRef | None:
-    """Our own pod (downward API), which Events about static targets are attached to."""
-    name, namespace = os.environ.get("POD_NAME"), os.environ.get("POD_NAMESPACE")
-    return ObjectRef("Pod", namespace, name) if name and namespace else None
-
-
-def _events_wanted(config: Config) -> bool:
-    if config.events is not None:
-        return config.events
-    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    return in_cluster and (config.discovery is not None or bool(os.environ.get("POD_NAME")))
