@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import probe
-from probe import charts
 from probe.config.values import format_duration, parse_duration
 from probe.health import Check, HistoryEntry, TargetState
 from probe.history import TOTAL, Bucket, History, Summary
@@ -205,6 +204,8 @@ def _age(seconds: float) -> str:
 
 
 def _since(ts: float, now: float) -> str:
+    from probe import charts  # only when a page is drawn: 0.5 MiB otherwise
+
     return f"{charts.clock_time(ts, seconds=True)} UTC ({_age(now - ts)} ago)"
 
 
@@ -243,6 +244,8 @@ def _state(summary: Summary) -> tuple[str, str]:
 
 def _why(summary: Summary, now: float) -> str:
     """The current state in words: why it is down, or how fast it is."""
+    from probe import charts  # only when a page is drawn: 0.5 MiB otherwise
+
     last, esc = summary.last, html.escape
     if last is None:
         return '<div class="why muted">no cycle has finished yet</div>'
@@ -259,6 +262,8 @@ def _why(summary: Summary, now: float) -> str:
 
 
 def _legend(buckets: Sequence[Bucket], phases: Sequence[str] = ()) -> str:
+    from probe import charts  # only when a page is drawn: 0.5 MiB otherwise
+
     items = [
         f'<span><span class="line" style="background:{charts.P50}"></span>p50</span>',
         f'<span><span class="line" style="background:{charts.P99}"></span>p99</span>',
@@ -278,6 +283,8 @@ def _legend(buckets: Sequence[Bucket], phases: Sequence[str] = ()) -> str:
 
 
 def _phases_legend(phases: Sequence[str]) -> str:
+    from probe import charts  # only when a page is drawn: 0.5 MiB otherwise
+
     items = [
         f'<span><span class="key" style="background:{charts.phase_colour(p)}"></span>'
         f"{html.escape(str(p))}</span>"
@@ -346,6 +353,8 @@ def status_page(
     profiling: bool = False,
 ) -> str:
     """`/`: every target, failing first, with its ratios, latency and last cycles."""
+    from probe import charts  # only when a page is drawn: 0.5 MiB otherwise
+
     esc = html.escape
     now = history.clock()
     resolution = history.settings.resolution
@@ -410,6 +419,8 @@ def target_page(
     profiling: bool = False,
 ) -> str | None:
     """`/targets/<alias>`: one target's charts, last failures' traces and redacted config."""
+    from probe import charts  # only when a page is drawn: 0.5 MiB otherwise
+
     summary = history.summary(alias)
     if summary is None:
         return None
@@ -480,6 +491,8 @@ def target_page(
 
 def _phase_table(buckets: Sequence[Bucket], series: Sequence[str]) -> str:
     """p50/p99 of each phase over the window: the worst minute's p99, the median p50."""
+    from probe import charts  # only when a page is drawn: 0.5 MiB otherwise
+
     rows = []
     for name in series:
         p50s = sorted(v for b in buckets if (v := b.latency.get(name, (None, None))[0]))
