@@ -183,6 +183,22 @@ def test_events_and_discovered_targets_in_the_bundle(
             assert secret.encode() not in body, name
 
 
+def test_members_past_their_bounds_are_cut_or_listed(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundle, "MEMBER_LIMIT", 100)
+    cut = bundle.text_member("metrics.txt", "x" * 1000).data
+    assert len(cut) == 100 and cut.endswith(b"the bundle keeps 100]\n")
+    monkeypatch.setattr(bundle, "HISTORY_BUDGET", 1)
+    monkeypatch.setattr(bundle, "TRACES_BUDGET", 1)
+    history = {m.name: json.loads(m.data) for m in bundle.history_members(app.history)}
+    assert set(history) == {"history/lite.json", "history/_omitted.json"}
+    assert history["history/_omitted.json"]["aliases"] == [DOWN]
+    traces = json.loads(bundle.traces_json(app.history).data)
+    assert [t["alias"] for t in traces["targets"]] == ["lite"]
+    assert traces["omitted"]["aliases"] == [DOWN]
+
+
 def test_alias_file_names_are_safe_and_distinct() -> None:
     names = [bundle.alias_file_name(a) for a in
              ("lite", "ns/pod-0", "..", ".hidden", "a b", "é", "x" * 400, "x" * 399 + "y")]
