@@ -57,6 +57,7 @@ class App:
         self._load_config = load_config
         self._clock = clock
         self._started = clock()
+        logs.keep_recent()  # the bundle's log.jsonl, also when run in-process without setup
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -303,6 +304,16 @@ class App:
         seconds = self._window(window)
         buckets = self.history.buckets(alias, seconds) or []
         return pages.history_json(alias, seconds, self.history.settings.resolution, buckets)
+
+    def bundle_members(self) -> list[Any]:
+        """The diagnostics bundle's members the daemon holds itself (probe/bundle.py)."""
+        from probe import bundle
+
+        uptime = self._clock() - self._started
+        events = self.cluster.events if self.cluster is not None else None
+        return list(
+            bundle.daemon_members(self.config, self.history, time.time() - uptime, uptime, events)
+        )
 
     def trace(self, trace_id: str) -> tuple[ProbeResult, TargetState | None] | None:
         """A past cycle by its trace id, while history keeps it."""

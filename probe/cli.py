@@ -167,6 +167,26 @@ examples:
 """
 
 
+BUNDLE_EPILOG = """\
+Fetches GET /debug/bundle?seconds=N from a running daemon: a .tar.gz of its version,
+redacted configuration, readiness, metrics, targets, 24 h history, recent traces, logs
+and Events, a thread dump, a heap summary and a CPU profile of N seconds. The daemon
+serves it to loopback peers only (use kubectl port-forward) unless started with
+--profiling.allow-remote, and not at all with --profiling.enabled=false.
+
+exit codes:
+  0  the bundle was written
+  1  bad arguments, or the file could not be written
+  2  the daemon could not be reached (refused, unknown host, timeout)
+  3  the daemon refused: not allowed from here (403), profiling off (404), busy (429)
+
+examples:
+  kubectl -n milvus port-forward deploy/milvus-probe 9091 &
+  milvus-probe bundle                                 # http://localhost:9091, 10 s profile
+  milvus-probe bundle --url http://localhost:9191 --seconds 30 -o /tmp/probe.tar.gz
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="milvus-probe",
@@ -263,6 +283,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_connection(canary, short=False)
     _add_canary(canary)
+
+    bundle = commands.add_parser(
+        "bundle",
+        help="download a diagnostics bundle (.tar.gz) from a running daemon",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Download the diagnostics bundle of a running milvus-probe.",
+        epilog=BUNDLE_EPILOG,
+    )
+    bundle.add_argument(
+        "--url",
+        default="http://localhost:9091",
+        help="the daemon's management port (default http://localhost:9091)",
+    )
+    bundle.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write it (default: the name the daemon gives, in this directory)",
+    )
+    bundle.add_argument(
+        "--seconds",
+        type=int,
+        default=10,
+        metavar="N",
+        help="length of the CPU profile in the bundle (default 10; the daemon allows at "
+        "most --profiling.max-seconds)",
+    )
     return parser
 
 
@@ -294,6 +341,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         return check(args, env, sys.stdout)
     if args.command == "canary":
         return canary_init(args, env, sys.stdout)
+    if args.command == "bundle":
+        return fetch_bundle(args.url, args.output, args.seconds, sys.stdout, sys.stderr)
     parser.print_help(sys.stderr)
     return EXIT_BAD_INPUT
 
@@ -479,3 +528,127 @@ def _pick_target(config: Config, alias: str | None) -> Any:
     return "several targets are configured; choose one with --alias: " + ", ".join(
         t.alias for t in config.targets
     )
+
+
+# ----------------------------------------------------------------------- bundle
+
+BUNDLE_LIMIT = 256 << 20
+"""Largest bundle `milvus-probe bundle` accepts (the daemon's are far smaller)."""
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024 / 1024:.1f} MiB"
+
+
+def _bundle_file_name(disposition: str | None) -> str:
+    """The file name from Content-Disposition, made safe; a plain default otherwise."""
+    import re
+
+    found = re.search(r'filename="?([^";]+)"?', disposition or "")
+    name = os.path.basename(found.group(1)) if found else ""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}", name):
+        return "milvus-probe-bundle.tar.gz"
+    return name
+
+
+def fetch_bundle(
+    url: str, output: str | None, seconds: int, out: TextIO, err: TextIO
+) -> int:
+    """`milvus-probe bundle`: GET /debug/bundle, showing progress; the exit code."""
+    import threading
+    import time
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    if not 1 <= seconds <= 3600:
+        print(f"milvus-probe: --seconds must be from 1 to 3600, got {seconds}", file=err)
+        return EXIT_BAD_INPUT
+    base = url if "://" in url else f"http://{url}"
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        print(f"milvus-probe: --url must be http://HOST:PORT, got {url!r}", file=err)
+        return EXIT_BAD_INPUT
+    address = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/debug/bundle"
+    # The management port is reached directly (often through a port-forward), never
+    # through a proxy from the environment.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    answer: dict[str, Any] = {}
+
+    def fetch() -> None:
+        try:
+            with opener.open(f"{address}?seconds={seconds}", timeout=seconds + 60) as response:
+                answer["name"] = _bundle_file_name(response.headers.get("Content-Disposition"))
+                answer["data"] = response.read(BUNDLE_LIMIT + 1)
+        except BaseException as exc:  # handed to the main thread
+            answer["error"] = exc
+
+    worker = threading.Thread(target=fetch, name="bundle-fetch", daemon=True)
+    began = time.monotonic()
+    worker.start()
+    tty = err.isatty()
+    shown = -1
+    while worker.is_alive():
+        elapsed = int(time.monotonic() - began)
+        if elapsed != shown:
+            shown = elapsed
+            line = (
+                f"collecting: {elapsed}/{seconds} s"
+                if elapsed <= seconds
+                else f"collecting: {seconds}/{seconds} s, packing the bundle"
+            )
+            if tty:
+                print(f"\r{line}  ", end="", file=err, flush=True)
+            elif elapsed <= seconds + 1:  # a line a second, then one saying it packs
+                print(line, file=err, flush=True)
+        # Wake at the next whole second (a tty's line is redrawn in place anyway).
+        worker.join(timeout=max(shown + 1 - (time.monotonic() - began), 0.05))
+    if tty and shown >= 0:
+        print(file=err)
+
+    error = answer.get("error")
+    if isinstance(error, urllib.error.HTTPError):
+        body = error.read(4096).decode("utf-8", "replace").strip()
+        hint = {
+            403: "the daemon serves the bundle to loopback peers only: use kubectl "
+            "port-forward, or start it with --profiling.allow-remote",
+            404: "profiling is off (--profiling.enabled=false), or this daemon is older than "
+            "/debug/bundle",
+            429: "the daemon is busy with another bundle or profile; retry in "
+            f"{error.headers.get('Retry-After', 'a few')} s",
+        }.get(error.code, "")
+        print(f"milvus-probe: {address} answered {error.code} {error.reason}: {body}", file=err)
+        if hint:
+            print(f"milvus-probe: {hint}", file=err)
+        return EXIT_BAD_INPUT if error.code == 400 else EXIT_RPC
+    if isinstance(error, OSError):  # URLError, timeouts
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, ConnectionRefusedError):
+            why = "connection refused: is the daemon running there (or the port-forward up)?"
+        else:
+            why = str(reason)
+        print(f"milvus-probe: cannot fetch {address}: {why}", file=err)
+        return EXIT_CONNECTION
+    if error is not None:
+        print(f"milvus-probe: cannot fetch {address}: {type(error).__name__}: {error}", file=err)
+        return EXIT_CONNECTION
+    data: bytes = answer["data"]
+    if len(data) > BUNDLE_LIMIT:
+        print(f"milvus-probe: the answer is over {_size(BUNDLE_LIMIT)}; not a bundle", file=err)
+        return EXIT_RPC
+    if data[:2] != b"\x1f\x8b":
+        print(f"milvus-probe: {address} did not answer with a .tar.gz", file=err)
+        return EXIT_RPC
+    path = output or answer["name"]
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        print(f"milvus-probe: cannot write {path}: {exc.strerror or exc}", file=err)
+        return EXIT_BAD_INPUT
+    print(f"wrote {os.path.abspath(path)} ({_size(len(data))})", file=out)
+    return EXIT_OK

@@ -17,6 +17,7 @@ import queue
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,8 @@ BURST = 5
 REFILL_SECONDS = 60.0
 QUEUE_SIZE = 1000
 CONTROLLER = "milvus-probe.io/milvus-probe"
+RECENT_EVENTS = 50
+"""Events the recorder remembers (posted or not) for the diagnostics bundle."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,27 @@ class EventRecorder:
         self._buckets: dict[str, _Bucket] = {}
         self._use_core = False
         self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self._recent_lock = threading.Lock()
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The last RECENT_EVENTS events handled, oldest first, with what became of each."""
+        with self._recent_lock:
+            return list(self._recent)
+
+    def _remember(self, request: EventRequest, result: str) -> None:
+        ref = request.regarding
+        entry = {
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "result": result,
+            "type": request.type,
+            "reason": request.reason,
+            "message": request.message[:MESSAGE_LIMIT],
+            "alias": request.alias,
+            "regarding": {"kind": ref.kind, "namespace": ref.namespace, "name": ref.name},
+        }
+        with self._recent_lock:
+            self._recent.append(entry)
 
     def start(self) -> None:
         self._thread.start()
@@ -110,6 +134,7 @@ class EventRecorder:
         try:
             self._queue.put_nowait(request)
         except queue.Full:
+            self._remember(request, "dropped")
             self._on_result("dropped")
             logger.warning("event dropped: queue full", extra=logs.fields(alias=request.alias))
 
@@ -121,6 +146,8 @@ class EventRecorder:
                     return
                 self._post(request)
             except Exception as exc:  # the API server must never break the probe
+                if request is not None:
+                    self._remember(request, "failed")
                 self._on_result("failed")
                 logger.warning(
                     "event not posted",
@@ -141,13 +168,16 @@ class EventRecorder:
         if posted is not None and now - posted.first < AGGREGATE_WINDOW:
             posted.count += 1
             self._aggregate(posted)
+            self._remember(request, "aggregated")
             self._on_result("aggregated")
             return
         bucket = self._buckets.setdefault(request.alias, _Bucket(now))
         if not bucket.take(now):
+            self._remember(request, "rate_limited")
             self._on_result("rate_limited")
             return
         self._posted[key] = self._create(request, now)
+        self._remember(request, "created")
         self._on_result("created")
         for stale in [k for k, p in self._posted.items() if now - p.first >= AGGREGATE_WINDOW]:
             del self._posted[stale]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
+from collections import deque
 from typing import Any
 
 _LEVELS = {
@@ -74,6 +76,56 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+RECENT_RECORDS = 1000
+"""Log records the in-memory ring keeps for the diagnostics bundle (`log.jsonl`)."""
+RECENT_LINE_LIMIT = 16 * 1024
+"""Longest line the ring keeps (characters); longer ones are cut and say so."""
+
+
+class RecentRecords(logging.Handler):
+    """The last RECENT_RECORDS records at every level the logger emitted, as JSON lines.
+
+    Formatted when emitted (the record's arguments may change later); bounded in count and
+    line length. Secrets are already out: the code that logs redacts them.
+    """
+
+    def __init__(self, size: int = RECENT_RECORDS) -> None:
+        super().__init__(logging.NOTSET)
+        self.setFormatter(JsonFormatter())
+        self._lines: deque[str] = deque(maxlen=size)
+        self._ring_lock = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if len(line) > RECENT_LINE_LIMIT:
+            cut = {"ts": _timestamp(record), "level": _NAMES.get(record.levelno, "info"),
+                   "logger": record.name, "msg": line[: RECENT_LINE_LIMIT // 2],
+                   "truncated_from_chars": len(line)}  # fmt: skip
+            line = json.dumps(cut, ensure_ascii=False)
+        with self._ring_lock:
+            self._lines.append(line)
+
+    def lines(self) -> list[str]:
+        """The kept records, oldest first, one JSON object each."""
+        with self._ring_lock:
+            return list(self._lines)
+
+
+RECENT = RecentRecords()
+"""The process's ring of recent records; attached to the root logger by setup()."""
+
+
+def keep_recent() -> None:
+    """Attach RECENT to the root logger, once (setup does; so does the daemon in-process)."""
+    root = logging.getLogger()
+    if RECENT not in root.handlers:
+        root.addHandler(RECENT)
+
+
 def setup(level: str, fmt: str, stream: Any = None) -> None:
     """Configure the root logger for the daemon (replaces earlier handlers)."""
     handler = logging.StreamHandler(stream or sys.stderr)
@@ -82,6 +134,7 @@ def setup(level: str, fmt: str, stream: Any = None) -> None:
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    root.addHandler(RECENT)
     root.setLevel(_LEVELS.get(level, logging.INFO))
     # grpcio and urllib3 are chatty at debug; their lines never carry our secrets, but
     # they carry nothing an operator of the probe needs either.

@@ -3,8 +3,9 @@
 Distinctive secrets go in through every source (flag, `--token=`, environment, config
 file, token_file, password_file) and are searched for in every output: metrics (text,
 OpenMetrics, gzip), the status page, /probe text and JSON, /readyz, every /debug/pprof
-view including the labels and strings of CPU, heap and thread profiles, debug-level logs
-in text and JSON, `check` in every mode, `serve --config.check`, and configuration errors.
+view including the labels and strings of CPU, heap and thread profiles, every member of
+the diagnostics bundle (/debug/bundle), debug-level logs in text and JSON, `check` in
+every mode, `serve --config.check`, and configuration errors.
 
 A search for base64 covers the three alignments a secret can have inside a longer
 encoded blob, with and without padding, standard and URL-safe alphabets.
@@ -18,6 +19,7 @@ import gzip
 import io
 import json
 import signal
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,6 +172,20 @@ def fetch_everything(port: int, aliases: list[str], profiles: bool = True) -> di
     return got
 
 
+def fetch_bundle(port: int) -> dict[str, bytes]:
+    """Every member of the daemon's diagnostics bundle, as `bundle:NAME` (profiles unpacked)."""
+    status, headers, body = http_get(port, "/debug/bundle?seconds=1", timeout=60)
+    assert status == 200 and headers["content-type"] == "application/gzip", body[:200]
+    got = {"/debug/bundle (the archive, gzipped)": body, "/debug/bundle (the tar)": unpack(body)}
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as archive:
+        for info in archive.getmembers():
+            extracted = archive.extractfile(info)
+            assert extracted is not None, info.name
+            got[f"bundle:{info.name.split('/', 1)[1]}"] = unpack(extracted.read())
+    assert len(got) >= 2 + 14, sorted(got)
+    return got
+
+
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_the_daemon_never_shows_a_secret(tmp_path: Path, log_format: str) -> None:
     password_file = tmp_path / "password"
@@ -233,6 +249,15 @@ def test_the_daemon_never_shows_a_secret(tmp_path: Path, log_format: str) -> Non
             process.send_signal(signal.SIGHUP)  # the same, through the signal
             wait_until(lambda: (tmp_path / "daemon.log").read_text().count(
                 "reload rejected") >= 6, 10, "both rejections logged")
+            # The diagnostics bundle, made after all that: its log holds the rejections.
+            members = fetch_bundle(port)
+            config_yaml = members["bundle:config.yaml"].decode()
+            assert "token: <set>" in config_yaml
+            assert f"password: <from file {password_file}>" in config_yaml
+            assert b"reload rejected" in members["bundle:log.jsonl"]
+            assert b"unauthenticated" in members["bundle:traces.json"]
+            assert b"password-file-bad" in members["bundle:history/password-file-bad.json"]
+            pages.update(members)
             process.send_signal(signal.SIGTERM)
             assert process.wait(10) == 0
     log = (tmp_path / "daemon.log").read_text()
@@ -272,6 +297,9 @@ def test_a_server_that_reflects_the_credential_cannot_make_the_daemon_show_it(
             pages = fetch_everything(port, aliases, profiles=False)
             for where in ("error", "reasons"):
                 assert b"reflect" in pages[f"/probe?alias=reflect-{where}&format=json"]
+            members = fetch_bundle(port)
+            assert b"reflect-version" in members["bundle:traces.json"]
+            pages.update(members)
             process.send_signal(signal.SIGTERM)
             assert process.wait(10) == 0
     log = (tmp_path / "daemon.log").read_text()

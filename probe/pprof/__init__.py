@@ -19,7 +19,7 @@ from typing import Any
 from probe.config.settings import ProfilingSettings
 from probe.pprof import views
 from probe.pprof.builder import ProfileBuilder, current_stacks
-from probe.pprof.heap import HeapTracer, heap_profile
+from probe.pprof.heap import HeapTracer, heap_profile, heap_summary
 from probe.pprof.sampler import Mode, sample, threads
 from probe.web.wsgi import BadRequest, Environ, StartResponse, query, respond
 
@@ -96,16 +96,21 @@ class ProfilingApp:
             "flamegraph": self._flamegraph,
         }
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    def refusal(self, environ: Environ) -> str | None:
+        """Why this peer may not have profiles (403), or None when it may."""
         peer = environ.get("REMOTE_ADDR", "")
-        if not self.settings.allow_remote and not _is_loopback(peer):
-            return respond(
-                start_response,
-                403,
-                f"profiles are served to loopback peers only "
-                f"(you are {peer}); use kubectl port-forward, or start the probe "
-                "with --profiling.allow-remote\n",
-            )
+        if self.settings.allow_remote or _is_loopback(peer):
+            return None
+        return (
+            f"profiles are served to loopback peers only "
+            f"(you are {peer}); use kubectl port-forward, or start the probe "
+            "with --profiling.allow-remote\n"
+        )
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        refused = self.refusal(environ)
+        if refused is not None:
+            return respond(start_response, 403, refused)
         path = environ.get("PATH_INFO", "")[len(PREFIX) :].strip("/")
         handler = self._routes.get(path)
         if handler is None:
@@ -144,6 +149,35 @@ class ProfilingApp:
             return sample(seconds, hz, Mode(mode_text), should_stop=lambda: _peer_gone(sock))
         finally:
             self._cpu.release()
+
+    # ------------------------------------------------ for the diagnostics bundle
+
+    def bundle_seconds(self, params: dict[str, str]) -> int:
+        """`?seconds=` of /debug/bundle (default 10, at most --profiling.max-seconds)."""
+        return self._seconds(params, 10)
+
+    def try_cpu_profile(self, environ: Environ, seconds: int) -> bytes | None:
+        """A CPU profile of `seconds` at 100 Hz in this thread (gzipped profile.proto), or
+        None while another CPU profile runs; stops early when the client goes away."""
+        if not self._cpu.acquire(blocking=False):
+            return None
+        try:
+            sock = environ.get("probe.socket")
+            profile = sample(seconds, 100, Mode.CPU, should_stop=lambda: _peer_gone(sock))
+        finally:
+            self._cpu.release()
+        return profile.encode()
+
+    def cpu_busy(self) -> bool:
+        return self._cpu.locked()
+
+    def thread_dump(self) -> str:
+        """Every thread's full stack (as goroutine?debug=2)."""
+        return views.threads_full(current_stacks(), threads())
+
+    def heap_text(self) -> str:
+        """A heap summary in words (heap.heap_summary)."""
+        return heap_summary(self.heap)
 
     def _busy(self, start_response: StartResponse) -> list[bytes]:
         return respond(

@@ -90,3 +90,64 @@ def heap_profile(snapshot: tracemalloc.Snapshot, kind: str) -> ProfileBuilder:
     for stat in snapshot.statistics("traceback"):
         builder.add(_stack(stat.traceback), (stat.count, stat.size))
     return builder
+
+
+SUMMARY_TOP = 30
+"""Rows of each table in the heap summary."""
+
+
+def _proc_status() -> dict[str, str]:
+    """The memory lines of /proc/self/status (empty where there is none)."""
+    found = {}
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.startswith("Vm") or key.startswith("Rss"):
+                    found[key] = " ".join(value.split())
+    except OSError:
+        pass
+    return found
+
+
+def heap_summary(tracer: HeapTracer) -> str:
+    """The heap in words: process memory, the collector's counts, live objects by type and,
+    when tracemalloc is on (`--profiling.heap`), the biggest allocation sites."""
+    import gc
+    import sys
+    from collections import Counter
+
+    lines = ["# milvus-probe heap summary", ""]
+    lines.append("## process memory (/proc/self/status)")
+    lines += [f"{key}: {value}" for key, value in _proc_status().items()] or ["(unavailable)"]
+    lines += ["", "## Python allocator and collector"]
+    lines.append(f"allocated blocks: {sys.getallocatedblocks()}")
+    lines.append(f"gc counts (gen0, gen1, gen2): {gc.get_count()}")
+    lines.append(f"gc thresholds: {gc.get_threshold()}")
+    lines.append(f"objects frozen at start (gc.freeze, not counted below): {gc.get_freeze_count()}")
+    for generation, counts in enumerate(gc.get_stats()):
+        lines.append(f"gen{generation}: {counts}")
+    by_type: Counter[str] = Counter()
+    objects = gc.get_objects()
+    for obj in objects:
+        by_type[type(obj).__qualname__] += 1
+    del objects
+    lines += ["", f"## objects tracked by the collector, by type (top {SUMMARY_TOP})"]
+    lines += [f"{count:>10}  {name}" for name, count in by_type.most_common(SUMMARY_TOP)]
+    lines += ["", "## allocation sites (tracemalloc)"]
+    if tracer.always and tracemalloc.is_tracing():
+        snapshot = tracer.snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__), tracemalloc.Filter(False, __file__)]
+        )
+        stats = snapshot.statistics("lineno")
+        total = sum(s.size for s in stats)
+        lines.append(f"live traced: {total} bytes in {sum(s.count for s in stats)} blocks")
+        for stat in stats[:SUMMARY_TOP]:
+            frame = stat.traceback[0]
+            lines.append(f"{stat.size:>12} B {stat.count:>8}  {frame.filename}:{frame.lineno}")
+    else:
+        lines.append(
+            "off: start the probe with --profiling.heap to trace allocations from start, or "
+            "take /debug/pprof/heap?seconds=N for a window"
+        )
+    return "\n".join(lines) + "\n"

@@ -21,6 +21,7 @@ from probe.health import Check, TargetState
 from probe.hub import AliasRequired, UnknownAlias
 from probe.probers import SlotsBusy
 from probe.result import ProbeResult
+from probe.web.bundle import BundleEndpoint
 from probe.web.wsgi import (
     BadRequest,
     Environ,
@@ -62,6 +63,10 @@ class ManagementApi(Protocol):
 
     def reload(self) -> tuple[bool, str]: ...
 
+    def bundle_members(self) -> list[Any]:
+        """The diagnostics bundle's members the daemon holds itself (probe.bundle.Member)."""
+        ...
+
 
 Handler = Callable[[Environ, StartResponse], Iterable[bytes]]
 
@@ -73,6 +78,8 @@ class Router:
         self.api = api
         self.pprof = pprof
         self._renders = _SharedRenders()
+        self._bundle: BundleEndpoint | None = None
+        self._bundle_lock = threading.Lock()
         self._routes: dict[str, dict[str, Handler]] = {
             "/": {"GET": self._index},
             "/metrics": {"GET": self._metrics},
@@ -131,6 +138,15 @@ class Router:
         if int(length) > MAX_BODY:
             return respond(start_response, 413, f"request body over {MAX_BODY} bytes\n")
 
+        if path == "/debug/bundle":
+            if self.pprof is None:
+                return respond(
+                    start_response,
+                    404,
+                    "the diagnostics bundle is served with the profiles, and profiling is off "
+                    "(--profiling.enabled=false)\n",
+                )
+            return self._only(method, ("GET",), environ, start_response, self._debug_bundle)
         if path.startswith("/debug/pprof"):
             if self.pprof is None:
                 return respond(
@@ -289,6 +305,12 @@ class Router:
         if wants_json:
             return respond(start_response, 200, pages.trace_json(result, state), "application/json")
         return respond(start_response, 200, pages.trace_text(result, state))
+
+    def _debug_bundle(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        with self._bundle_lock:
+            if self._bundle is None:
+                self._bundle = BundleEndpoint(self, self.pprof, self.api.bundle_members)
+        return self._bundle(environ, start_response)
 
     def _reload(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         query(environ, ())
