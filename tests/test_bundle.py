@@ -340,15 +340,30 @@ def test_cli_errors_say_what_went_wrong(daemon: DaemonFactory, milvus: MilvusLit
     assert not list(tmp_path.glob("*.tar.gz"))
 
 
-def test_cli_from_a_remote_address_is_refused(daemon: DaemonFactory, milvus: MilvusLite,
-                                              tmp_path: Path) -> None:
-    """The daemon listens on every address; the CLI comes in through this host's own
-    non-loopback address, so the daemon sees a remote peer (a real one: no second host)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_socket:
-        probe_socket.connect(("192.0.2.1", 9))  # picks the outward address; sends nothing
-        own = probe_socket.getsockname()[0]
-    assert not own.startswith("127."), "this host has no non-loopback IPv4 address"
-    app = daemon(uri=milvus.address, **{"web.listen-address": "0.0.0.0:0"})
-    done = cli(tmp_path, "--url", f"http://{own}:{app.port}", "--seconds", "1")
+def test_cli_from_a_remote_address_is_refused(tmp_path: Path) -> None:
+    """The daemon's own 403 to a remote peer is tested in process (above): tests may not
+    listen beyond loopback. Here a double on 127.0.0.1 answers as the daemon does to a
+    remote peer, and the CLI must say what to do about it."""
+    answer = (
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 64\r\n"
+        b"Connection: close\r\n\r\n"
+        + b"profiles are served to loopback peers only; --profiling.allow-remote".ljust(64)[:64]
+    )
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        done = cli(tmp_path, "--url", f"http://127.0.0.1:{port}", "--seconds", "1")
+    finally:
+        thread.join(10)
+        server.close()
     assert done.returncode == 3, done.stderr
     assert "403" in done.stderr and "kubectl" in done.stderr and "port-forward" in done.stderr
