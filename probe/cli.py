@@ -66,7 +66,8 @@ examples:
   milvus-probe serve --config.file probe.yaml --readiness.policy all
 
 endpoints: /metrics /healthz /livez /readyz /readyz/<alias> /probe?alias=<alias>
-           / (status page) POST /-/reload
+           / (status page) /targets/<alias> /api/v1/targets POST /-/reload
+           /debug/pprof/ /debug/bundle?seconds=N (loopback only, unless allowed)
 """
 
 CHECK_EPILOG = """\
