@@ -578,7 +578,7 @@ def test_missed_cycle_series_of_a_removed_target_stays_removed(daemon: DaemonFac
         missed = ("milvus_probe_missed_cycles_total",
                   {"alias": "gone", "target": gone_uri, "namespace": "", "service": "", "pod": "",
                    "protocol": "grpc"})
-        wait_until(lambda: (app.registry.get_sample_value(*missed) or 0) >= 2, 10,
+        wait_until(lambda: (app.registry.get_sample_value(*missed) or 0) >= 2, 30,
                    "missed slots of gone")
         (gone,) = [t for t in app.hub.targets() if t.alias == "gone"]
         late = app.probers.run(gone)  # a real result of gone, to arrive late

@@ -202,22 +202,24 @@ def _history_settings(values: Mapping[str, Any], issues: Issues) -> HistorySetti
     )
     retention, resolution = history.retention, history.resolution
     if resolution < 1:
-        issues.add("history.resolution", f"must be at least 1s, got {format_duration(resolution)}")
+        issues.add(
+            "--history.resolution", f"must be at least 1s, got {format_duration(resolution)}"
+        )
     elif retention < resolution:
         issues.add(
-            "history.retention",
+            "--history.retention",
             f"the retention ({format_duration(retention)}) must be at least the resolution "
             f"({format_duration(resolution)})",
         )
     elif abs(retention / resolution - history.rows) > 1e-9:
         issues.add(
-            "history.retention",
+            "--history.retention",
             f"the retention ({format_duration(retention)}) must be a whole number of "
             f"resolution steps ({format_duration(resolution)})",
         )
     elif history.rows > MAX_HISTORY_ROWS:
         issues.add(
-            "history.retention",
+            "--history.retention",
             f"{format_duration(retention)} at {format_duration(resolution)} is {history.rows} "
             f"rows per target; at most {MAX_HISTORY_ROWS} (raise --history.resolution)",
         )
