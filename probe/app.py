@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,11 +19,11 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from probe import cluster, logs, pages
+from probe import cluster, logs
 from probe.cluster import Cluster
 from probe.config import SECRET_FLAGS, Config, ConfigError, describe
 from probe.exposition import metrics_app
-from probe.health import Check, Health, TargetState, log_change
+from probe.health import Check, Health, log_change
 from probe.history import History
 from probe.hub import Hub, TargetDiff
 from probe.metrics import ProbeMetrics
@@ -35,6 +34,7 @@ from probe.scheduler import Scheduler
 from probe.targets import Target
 from probe.targets.static import StaticTargetSource
 from probe.web import ManagementServer, Router
+from probe.web.api import DaemonApi
 from probe.web.profiling import LazyProfiling
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ class App:
     ) -> None:
         self.config = config
         self._load_config = load_config
-        self._clock = clock
-        self._started = clock()
+        self.clock = clock
+        self.started = clock()
         logs.keep_recent()  # the bundle's log.jsonl, also when run in-process without setup
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
@@ -81,7 +81,7 @@ class App:
             clock=clock,
         )
         pprof = LazyProfiling(config.profiling, SECRET_FLAGS) if config.profiling.enabled else None
-        self.router = Router(self, pprof)
+        self.router = Router(DaemonApi(self), pprof)
         self.cluster: Cluster | None = None
         if cluster.wanted(config):  # the only path that imports `kubernetes`
             self.cluster = Cluster(config, self.registry)
@@ -156,7 +156,7 @@ class App:
             if self._stopping:
                 return
             self._stopping = True
-        began = self._clock()
+        began = self.clock()
         self.hub.close()
         self.health.stopping()
         self.scheduler.stop(timeout=0.5)
@@ -171,7 +171,7 @@ class App:
             extra=logs.fields(
                 closed_in_flight=closed,
                 all_cycles_finished=finished,
-                took=f"{self._clock() - began:.3f}s",
+                took=f"{self.clock() - began:.3f}s",
             ),
         )
 
@@ -240,84 +240,10 @@ class App:
             )
             return True, f"configuration reloaded: {len(new.targets)} target(s)"
 
-    # ----------------------------------------------------------- ManagementApi
+    # ----------------------------------------------------------- the daemon itself
 
     def live(self) -> tuple[bool, str]:
         return self.health.live()
 
     def ready(self) -> tuple[bool, list[Check]]:
         return self.health.ready()
-
-    def target_check(self, alias: str) -> Check | None:
-        return self.health.target_check(alias)
-
-    def probe_now(self, alias: str | None) -> tuple[ProbeResult, TargetState | None]:
-        """Run one cycle now for `/probe`. It is not recorded in metrics or history."""
-        target = self.hub.pick(alias)
-        result = self.probers.run(target, InfoMode.VERSION, slot_timeout=target.timeout)
-        return result, self.health.state(target.alias)
-
-    def _window(self, text: str | None) -> float:
-        """`?window=` in seconds; ValueError with the reason."""
-        settings = self.history.settings
-        return pages.parse_window(text, settings.retention, settings.resolution)
-
-    def status_page(self, window: str | None = None) -> str:
-        seconds = self._window(window)
-        ready, _ = self.health.ready()
-        live, _ = self.health.live()
-        return pages.status_page(
-            self.history,
-            self.health.states(),
-            ready,
-            live,
-            self._started,
-            seconds,
-            profiling=self.router.pprof is not None,
-        )
-
-    def target_page(self, alias: str, window: str | None = None) -> str | None:
-        """`/targets/<alias>`, or None for an unknown alias."""
-        if self.history.summary(alias) is None:
-            return None
-        seconds = self._window(window)
-        ready, _ = self.health.ready()
-        live, _ = self.health.live()
-        return pages.target_page(
-            self.history,
-            alias,
-            self.health.state(alias),
-            ready,
-            live,
-            self._started,
-            seconds,
-            profiling=self.router.pprof is not None,
-        )
-
-    def targets_api(self) -> list[dict[str, Any]]:
-        return pages.targets_json(self.history.summaries())
-
-    def history_api(self, alias: str, window: str | None = None) -> dict[str, Any] | None:
-        """One target's rows over `window`, or None for an unknown alias."""
-        if self.history.summary(alias) is None:
-            return None
-        seconds = self._window(window)
-        buckets = self.history.buckets(alias, seconds) or []
-        return pages.history_json(alias, seconds, self.history.settings.resolution, buckets)
-
-    def bundle_members(self) -> list[Any]:
-        """The diagnostics bundle's members the daemon holds itself (probe/bundle.py)."""
-        from probe import bundle
-
-        uptime = self._clock() - self._started
-        events = self.cluster.events if self.cluster is not None else None
-        return list(
-            bundle.daemon_members(self.config, self.history, time.time() - uptime, uptime, events)
-        )
-
-    def trace(self, trace_id: str) -> tuple[ProbeResult, TargetState | None] | None:
-        """A past cycle by its trace id, while history keeps it."""
-        result = self.history.trace(trace_id)
-        if result is None:
-            return None
-        return result, self.health.state(result.alias)
