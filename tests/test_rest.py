@@ -508,17 +508,27 @@ def test_management_unreachable_is_a_reason_and_the_probe_still_stands() -> None
     assert result.management is not None and result.management.reason is FailureReason.REFUSED
 
 
-def test_management_interval_spaces_the_checks() -> None:
+def test_management_interval_spaces_the_checks_one_connection_each() -> None:
     with rest_double() as mgmt, milvus_double() as double:
-        t = target(
-            uri=double.address,
-            management_uri=f"http://127.0.0.1:{mgmt.port}",
-            management_interval="1h",
-        )
-        probers = Probers()
-        results = [probers.run(t, InfoMode.NONE) for _ in range(3)]
+        proxy = CountingProxy(("127.0.0.1", mgmt.port))  # counts at the server's side
+        try:
+            spaced = target(
+                uri=double.address,
+                management_uri=f"http://127.0.0.1:{proxy.port}",
+                management_interval="1h",
+            )
+            every = target(
+                alias="every", uri=double.address, management_uri=f"http://127.0.0.1:{proxy.port}"
+            )
+            probers = Probers()
+            results = [probers.run(spaced, InfoMode.NONE) for _ in range(3)]
+            for _ in range(4):
+                probers.run(every, InfoMode.NONE)
+            wait_until(lambda: proxy.counts() == (5, 5), 5, "every check's connection closed")
+        finally:
+            proxy.stop()
     assert [r.management is not None for r in results] == [True, False, False]
-    assert mgmt.paths == ["/healthz"]
+    assert mgmt.paths == ["/healthz"] * 5
 
 
 # --------------------------------------------------------------------------- the daemon
