@@ -24,8 +24,9 @@ import math
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from probe.config.settings import HistorySettings
 from probe.hub import TargetDiff
@@ -110,6 +111,54 @@ class Summary:
         return self.last is not None and self.last.success
 
 
+class Column(NamedTuple):
+    """One column of a latency chart: a row of history, or several merged when the chart
+    has fewer columns than the window has rows."""
+
+    start: float
+    """Unix time the column begins."""
+    seconds: float
+    """How long it spans."""
+    attempts: int
+    failures: dict[str, int]
+    """Failed cycles by reason (empty when none failed)."""
+    p50: float | None
+    """The median of its rows' p50 of the whole cycle."""
+    p99: float | None
+    """The worst of its rows' p99 of the whole cycle."""
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Cycles:
+    """The last cycles of a target, oldest first, as the charts read them: no result is
+    rebuilt. Cycle k started at `starts[k]`; `numbers[k * (1 + width)]` is its duration,
+    then its phases' seconds in the order of `shapes[k].phases`; `shapes[k]` holds every
+    other field (success, reason, failed phase)."""
+
+    starts: Sequence[float]
+    numbers: Sequence[float]
+    width: int
+    shapes: Sequence[ProbeResult]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def phases(self, k: int) -> Iterable[tuple[str, float]]:
+        """Cycle k's (phase, seconds), in the order they ran."""
+        shape = self.shapes[k]
+        if len(shape.phases) > self.width:  # kept whole: more phases than the ring holds
+            return shape.phases.items()
+        at = k * (1 + self.width) + 1
+        return zip(shape.phases, self.numbers[at : at + self.width], strict=False)
+
+    def duration(self, k: int) -> float:
+        return self.numbers[k * (1 + self.width)]
+
+
 class _Traces:
     """The last `size` cycles' results, packed: a result that differs from the one before
     only in its id, times and phase seconds shares that one's "shape" (every other field)
@@ -185,6 +234,19 @@ class _Traces:
         """Oldest first."""
         n = len(self.ids)
         return [self._result((self.head + k) % n) for k in range(n)]
+
+    def snapshot(self, last: int | None = None) -> Cycles:
+        """The `last` cycles (all by default), oldest first, copied as arrays: what a chart
+        needs, without rebuilding results."""
+        h, w = self.head, 1 + self.width
+        keep = len(self.ids) if last is None else min(max(last, 0), len(self.ids))
+        skip = len(self.ids) - keep
+        return Cycles(
+            (self.times[h:] + self.times[:h])[skip:],
+            (self.seconds[h * w :] + self.seconds[: h * w])[skip * w :],
+            self.width,
+            (self.shapes[h:] + self.shapes[:h])[skip:],
+        )
 
     def find(self, trace_id: str) -> ProbeResult | None:
         try:
@@ -295,11 +357,13 @@ class _Track:
         self.open_failures = {}
         self.open_codes = {}
 
-    def _open_quantiles(self) -> list[int]:
-        """p50 and p99 codes of the open minute, for every series in turn."""
+    def _open_quantiles(self, series: int | None = None) -> list[int]:
+        """p50 and p99 codes of the open minute, for every series in turn (or one)."""
         per_series: list[dict[int, int]] = [{} for _ in self.series]
         for key, count in self.open_codes.items():
             per_series[key >> 8][key & 0xFF] = count
+        if series is not None:
+            per_series = per_series[series : series + 1]
         return [_quantile(c, q) for c in per_series for q in (0.5, 0.99)]
 
     def _push(self, attempts: int, failures: int, reason: int, codes: array[int]) -> None:
@@ -412,6 +476,125 @@ class _Track:
             )
         return out
 
+    def columns(self, since_minute: int, per: int, resolution: float) -> list[Column]:
+        """The whole cycle's latency from `since_minute` on, `per` rows to a column (aligned
+        to multiples of `per` minutes, so a column holds the same rows from one page to
+        the next), columns without cycles left out, the open minute in the last.
+
+        Merged, counts add up, the p50 is the median of the rows' p50s and the p99 the
+        worst row's (a wide column must not hide a bad minute). Read straight from the row
+        arrays, a slice per column: this is what every status page draws for every target.
+        """
+        width = 2 * len(self.series)
+        n = len(self.attempts)
+        out: list[Column] = []
+        now: tuple[int, int, dict[str, int], int, int] | None = None
+        """The open minute: its group, attempts, failures, p50 and p99 codes."""
+        if self.open_minute is not None and self.open_minute >= since_minute:
+            p50, p99 = self._open_quantiles(0)
+            group = self.open_minute // per
+            now = (group, self.open_attempts, dict(self.open_failures), p50, p99)
+        if self.latest is not None and n:
+            first = self.latest - n + 1
+            h = self.head
+            attempts = self.attempts[h:] + self.attempts[:h]
+            codes = self.codes[h * width :] + self.codes[: h * width]
+            p50s, p99s = codes[0::width], codes[1::width]
+            failed = None if self.failures is None else self.failures[h:] + self.failures[:h]
+            reasons = None if self.reason is None else self.reason[h:] + self.reason[:h]
+            j = max(since_minute - first, 0)
+            if (
+                per == 1
+                and not (failed is not None and any(failed[j:]))
+                and not any(m >= first + j for m in self.large)
+            ):
+                out = [  # a row a column, no failure: the default page's case, in one go
+                    Column(
+                        (first + k) * resolution,
+                        resolution,
+                        count,
+                        _NONE,
+                        _SECONDS[p50],
+                        _SECONDS[p99],
+                    )  # fmt: skip
+                    for k, count, p50, p99 in zip(
+                        range(j, n), attempts[j:], p50s[j:], p99s[j:], strict=True
+                    )
+                    if count
+                ]
+                j = n
+            while j < n:
+                group = (first + j) // per
+                end = min((group + 1) * per - first, n)
+                count = sum(attempts[j:end])
+                if count:
+                    failures: dict[str, int] = _NONE
+                    if (failed is not None and any(failed[j:end])) or (
+                        self.large and any(m in self.large for m in range(first + j, first + end))
+                    ):
+                        count, failures = self._exact(first, j, end, attempts, failed, reasons)
+                    ranked, p99 = list(filter(None, p50s[j:end])), max(p99s[j:end])
+                    if now is not None and now[0] == group:  # the open minute joins its rows
+                        count += now[1]
+                        failures = _added(failures, now[2])
+                        ranked.append(now[3])
+                        p99 = max(p99, now[4])
+                        now = None
+                    ranked.sort()
+                    out.append(
+                        Column(
+                            group * per * resolution,
+                            per * resolution,
+                            count,
+                            failures,
+                            _SECONDS[ranked[len(ranked) // 2] if ranked else 0],
+                            _SECONDS[p99],
+                        )  # fmt: skip
+                    )
+                j = end
+        if now is not None:
+            group, count, failures, p50, p99 = now
+            out.append(
+                Column(
+                    group * per * resolution,
+                    per * resolution,
+                    count,
+                    failures,
+                    _SECONDS[p50],
+                    _SECONDS[p99],
+                )  # fmt: skip
+            )
+        return out
+
+    def _exact(
+        self,
+        first: int,
+        begin: int,
+        end: int,
+        attempts: array[int],
+        failed: array[int] | None,
+        reasons: array[int] | None,
+    ) -> tuple[int, dict[str, int]]:
+        """Cycles and failures by reason of rows `begin:end`, from the byte arrays and the
+        exact counts of the rows a byte could not hold."""
+        count, failures = 0, dict[str, int]()
+        for j in range(begin, end):
+            minute = first + j
+            row_count = attempts[j]
+            row_failed = failed[j] if failed is not None else 0
+            if minute in self.large:
+                row_count, row_failed = self.large[minute]
+            count += row_count
+            if not row_failed:
+                continue
+            mixed = self.mixed.get(minute)
+            if mixed is None:
+                code = reasons[j] if reasons is not None else 0
+                name = str(_REASONS[code - 1] if code else FailureReason.ERROR)
+                mixed = {name: row_failed}
+            failures = _added(failures, mixed)
+        return count, failures
+
     def totals(
         self, now_minute: int, windows: Iterable[float], resolution: float
     ) -> dict[float, tuple[int, int]]:
@@ -444,6 +627,22 @@ class _Track:
                     a, f = out.get(window, (0, 0))
                     out[window] = (a + self.open_attempts, f + failed)
         return out
+
+
+_PER = (1, 2, 3, 5, 10, 15, 20, 30, 60, 120, 180, 360, 720, 1440)
+"""Rows to a chart column: numbers of minutes a clock divides evenly."""
+_NONE: dict[str, int] = {}
+"""The failures of a row without any (shared: never written to)."""
+
+
+def _added(failures: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    """Failures by reason of two counts together (a new dict: `_NONE` is never written)."""
+    if not more:
+        return failures
+    out = dict(failures)
+    for reason, count in more.items():
+        out[reason] = out.get(reason, 0) + count
+    return out
 
 
 class History:
@@ -530,6 +729,28 @@ class History:
             if track is None:
                 return None
             return track.buckets(track._first(now_minute, window, resolution), resolution)
+
+    def columns(self, alias: str, window: float, columns: int) -> list[Column]:
+        """The whole cycle's latency over the last `window` seconds in at most `columns`
+        columns (rows merged by a whole number of minutes); [] for an unknown alias."""
+        resolution = self.settings.resolution
+        now_minute = int(self.clock() // resolution)
+        rows = min(round(window / resolution), self.settings.rows)
+        per = next((p for p in _PER if rows <= p * columns), math.ceil(rows / columns))
+        with self._lock:
+            track = self._tracks.get(alias)
+            if track is None:
+                return []
+            return track.columns(track._first(now_minute, window, resolution), per, resolution)
+
+    def cycles(self, alias: str, last: int | None = None) -> Cycles:
+        """The last cycles kept (at most `last`), oldest first, for the charts (none for an
+        unknown alias)."""
+        with self._lock:
+            track = self._tracks.get(alias)
+            if track is None:
+                return Cycles((), (), 0, ())
+            return track.recent.snapshot(last)
 
     def series(self, alias: str) -> tuple[str, ...]:
         """`total` and the phases a target's rows carry (empty for an unknown alias)."""

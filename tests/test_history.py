@@ -7,6 +7,7 @@ the times a test chooses (`started_at` decides the minute; `clock` decides "now"
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import pytest
@@ -239,3 +240,85 @@ def test_removed_and_replaced_targets_start_over(clock: Clock) -> None:
     assert h.buckets("a", 900) == [] and h.failures("a") == []
     h.observe(A, failure(A, T0 + 1))  # a late result of the old "a": not the new one's
     assert h.failures("a") == []
+
+
+def columns_from_rows(rows: list[Any], per: int) -> list[tuple[Any, ...]]:
+    """What the chart's columns must be, worked out from the rows (`buckets`) instead."""
+    groups: dict[int, list[Any]] = {}
+    for row in rows:
+        groups.setdefault(int(row.start // 60) // per, []).append(row)
+    out = []
+    for group, members in groups.items():
+        failures: dict[str, int] = {}
+        for row in members:
+            for reason, count in row.failures.items():
+                failures[reason] = failures.get(reason, 0) + count
+        p50s = sorted(row.latency["total"][0] for row in members)
+        p99 = max(row.latency["total"][1] for row in members)
+        out.append((group * per * 60.0, per * 60.0, sum(r.attempts for r in members), failures,
+                    p50s[len(p50s) // 2], p99))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(("window", "columns", "per"), [
+    (900, 300, 1), (3600, 300, 1), (10800, 300, 1), (10800, 20, 10), (10800, 7, 30),
+    (86400, 96, 15),
+])  # fmt: skip
+def test_chart_columns_are_the_rows_merged(
+    clock: Clock, window: float, columns: int, per: int
+) -> None:
+    """The status page reads columns straight from the row arrays; they must say what the
+    rows (the JSON API's buckets) say, merged `per` to a column: counts added, the worst
+    p99, the median p50, failures by reason; the open minute in its column."""
+    h = history_of(clock, A)
+    rnd = random.Random(5)
+    reasons = [FailureReason.REFUSED, FailureReason.TIMEOUT, FailureReason.DNS]
+    minute = latest = 0
+    while minute < 200:
+        if rnd.random() < 0.08:  # minutes without a cycle, alone or in a run
+            minute += rnd.choice((1, 1, 7))
+            continue
+        busy = 300 if minute == 123 else rnd.choice((1, 3, 6))  # one row a byte can't hold
+        for k in range(busy):
+            at = T0 + minute * 60 + k * 60 / busy
+            if rnd.random() < 0.15 and minute < 180:  # the last 20 minutes all succeed
+                h.observe(A, failure(A, at, rnd.choice(reasons)))
+            else:
+                h.observe(A, cycle(A, at, rnd.uniform(0.0005, 0.05)))
+        latest = minute
+        minute += 1
+    h.observe(A, cycle(A, T0 + latest * 60 + 58, 0.09))  # the slowest, in the open minute
+    clock.now = T0 + latest * 60 + 59  # the last minute is still open
+    rows = h.buckets("a", window)
+    assert rows is not None and rows[-1].start == T0 + latest * 60
+    got = h.columns("a", window, columns)
+    assert {c.seconds for c in got} == {per * 60.0}
+    assert [tuple(c) for c in got] == columns_from_rows(rows, per)
+    if window > 1200:
+        assert any(c.failures for c in got)
+    if window >= 10800:
+        assert any(sum(c.failures.values()) and c.attempts > 255 for c in got)  # exact counts
+    assert h.columns("nope", window, columns) == []
+
+
+def test_chart_cycles_are_the_traces_without_rebuilding_them(clock: Clock) -> None:
+    h = history_of(clock, A, traces=10)
+    sent = [
+        failure(A, T0 + k, FailureReason.DNS) if k % 7 == 3 else cycle(A, T0 + k, 0.001 + k / 1e4)
+        for k in range(25)
+    ]  # the ring wraps twice; failures have fewer phases than successes
+    for result in sent:
+        h.observe(A, result)
+    for last, expected in ((None, sent[-10:]), (4, sent[-4:]), (0, [])):
+        cycles = h.cycles("a", last)
+        assert len(cycles) == len(expected)
+        for k, result in enumerate(expected):
+            assert cycles.starts[k] == result.started_at
+            assert cycles.duration(k) == pytest.approx(result.duration, rel=1e-6)
+            assert [p for p, _ in cycles.phases(k)] == list(result.phases)
+            assert [s for _, s in cycles.phases(k)] == pytest.approx(
+                list(result.phases.values()), rel=1e-6
+            )
+            shape = cycles.shapes[k]
+            assert (shape.success, shape.reason) == (result.success, result.reason)
+    assert len(h.cycles("nope")) == 0
