@@ -7,14 +7,15 @@ its column, so a chart is drawn at the size it will roughly be shown at.
 
 from __future__ import annotations
 
+import functools
 import html
 import math
+import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from probe.history import TOTAL, Bucket
-from probe.result import ProbeResult
+from probe.history import Column, Cycles
 
 PHASE_COLOURS = {
     "resolve": "#a8c7fa",
@@ -86,12 +87,18 @@ class Size:
     def top(self) -> int:
         return self.font // 2 + 2
 
+    @property
+    def columns(self) -> int:
+        """Latency columns the chart has room for: about three units wide each."""
+        return (self.width - self.left - 8) // 3
+
 
 def _svg(size: Size, label: str, body: str, cls: str) -> str:
     return (
         f'<svg class="{cls}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {size.width} '
         f'{size.height}" role="img" aria-label="{html.escape(label)}" '
-        f'font-size="{size.font}" font-family="system-ui,sans-serif">{body}</svg>'
+        f'font-size="{size.font}" font-family="system-ui,sans-serif">'
+        f"<title>{html.escape(label)}</title>{body}</svg>"
     )
 
 
@@ -122,123 +129,194 @@ def _time_step(span: float) -> float:
 
 
 def latency_chart(
-    buckets: Sequence[Bucket],
+    columns: Sequence[Column],
     start: float,
     end: float,
-    resolution: float,
     size: Size,
     cls: str = "chart",
+    detail: bool = True,
 ) -> str:
-    """p50 and p99 per row on a log scale in milliseconds over UTC time; failed rows as
-    bands coloured by their main reason, deeper the more of the row failed."""
+    """p50 and p99 per column on a log scale in milliseconds over UTC time; failed columns
+    as bands coloured by their main reason, deeper the more of the column failed.
+
+    Every failed band says what failed when hovered; with `detail`, so does every column
+    (the target page); without, the chart as a whole (the status page, where a hundred
+    targets must draw in milliseconds)."""
     plot_w = size.width - size.left - 8
     plot_h = size.height - size.top - size.bottom
     x0, y0 = size.left, size.top
-    span = max(end - start, resolution)
-
-    def x(ts: float) -> float:
-        return x0 + (ts - start) / span * plot_w
-
-    values = [
-        v for b in buckets for v in b.latency.get(TOTAL, (None, None)) if v is not None and v > 0
-    ]
-    low, high, ticks = _log_ticks(min(values, default=0.001), max(values, default=0.01))
-    scale = math.log10(high / low)
+    span = max(end - start, columns[0].seconds if columns else 60.0)
+    per_second = plot_w / span
+    low, high, _ = _log_ticks(
+        min((c.p50 for c in columns if c.p50), default=0.001),
+        max((c.p99 for c in columns if c.p99), default=0.01),
+    )
+    log_low, per_decade = math.log10(low), plot_h / math.log10(high / low)
+    bottom = y0 + plot_h
+    across = f"h{(columns[0].seconds if columns else 60.0) * per_second:.2f}"
 
     def y(seconds: float) -> float:
-        return y0 + plot_h - math.log10(max(seconds, low) / low) / scale * plot_h
+        return bottom - (math.log10(max(seconds, low)) - log_low) * per_decade
 
     parts: list[str] = [
         f'<rect x="{x0}" y="{y0}" width="{plot_w}" height="{plot_h}" fill="#fbfcfd" '
         f'stroke="#dadce0"/>'
     ]
-    band_w = max(plot_w * resolution / span, 1.0)
-    for b in buckets:
-        if not b.failed:
+    for c in columns:
+        if not c.failures:
             continue
-        main = max(b.failures, key=lambda r: b.failures[r])
-        share = b.failed / b.attempts if b.attempts else 1.0
-        reasons = ", ".join(f"{r} ×{n}" for r, n in sorted(b.failures.items()))
-        title = f"{clock_time(b.start)} UTC: {b.failed} of {b.attempts} failed ({reasons})"
+        failed = c.failed
+        main = max(c.failures, key=c.failures.__getitem__)
+        share = failed / c.attempts if c.attempts else 1.0
+        reasons = ", ".join(f"{r} ×{n}" for r, n in sorted(c.failures.items()))
+        title = f"{_span(c)} UTC: {failed} of {c.attempts} failed ({reasons})"
         parts.append(
-            f'<rect class="failed" x="{x(b.start):.1f}" y="{y0}" width="{band_w:.1f}" '
-            f'height="{plot_h}" fill="{reason_colour(main)}" '
-            f'fill-opacity="{0.25 + 0.55 * share:.2f}"><title>{html.escape(title)}</title></rect>'
+            f'<rect class="failed" x="{x0 + (c.start - start) * per_second:.1f}" y="{y0}" '
+            f'width="{max(c.seconds * per_second, 1.0):.1f}" height="{plot_h}" '
+            f'fill="{reason_colour(main)}" fill-opacity="{0.25 + 0.55 * share:.2f}">'
+            f"<title>{html.escape(title)}</title></rect>"
         )
-    for tick in ticks:
-        ty = y(tick)
-        parts.append(
-            f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#e8eaed"/>'
-            f'<text x="{x0 - 4}" y="{ty + size.font * 0.35:.1f}" text-anchor="end" '
-            f'fill="#5f6368">{html.escape(_tick(tick))}</text>'
+    parts.append(_log_axis(size, low, high))
+    parts.append(_time_axis(size, start, end, span))
+    # Each column's p50 and p99 as a step across its width (a minute's figure holds for the
+    # minute), one path per run of adjacent columns: a y per distinct value (rows hold one
+    # of 254 log-scale values), a fixed step across: no number formatted per point.
+    steps = _Steps(lambda value: f"V{y(value):.1f}{across}")
+    runs = _runs(columns)
+    for index, colour in ((1, P99), (0, P50)):
+        d = "".join(
+            f"M{x0 + (first - start) * per_second:.1f} {y(values[0]):.1f}"
+            + "".join(map(steps.__getitem__, values))
+            for first, *pairs in runs
+            for values in (pairs[index],)
         )
-    step = _time_step(span)
-    tick_ts = math.ceil(start / step) * step
-    while tick_ts <= end:
-        tx = x(tick_ts)
-        parts.append(
-            f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{y0 + plot_h}" y2="{y0 + plot_h + 4}" '
-            f'stroke="#9aa0a6"/><text x="{tx:.1f}" y="{y0 + plot_h + size.font + 4}" '
-            f'text-anchor="middle" fill="#5f6368">{clock_time(tick_ts)}</text>'
-        )
-        tick_ts += step
-    parts.append(
-        f'<text x="{x0 + plot_w}" y="{size.height - 2}" text-anchor="end" fill="#80868b">UTC</text>'
-    )
-    for index, colour, dash in ((1, P99, ""), (0, P50, "")):
-        for segment in _segments(buckets, index, resolution):
-            points = " ".join(f"{x(ts + resolution / 2):.1f},{y(v):.1f}" for ts, v in segment)
-            if len(segment) == 1:
-                ts, v = segment[0]
-                parts.append(
-                    f'<circle cx="{x(ts + resolution / 2):.1f}" cy="{y(v):.1f}" r="1.8" '
-                    f'fill="{colour}"/>'
-                )
-            else:
-                parts.append(
-                    f'<polyline fill="none" stroke="{colour}" stroke-width="1.6"{dash} '
-                    f'stroke-linejoin="round" points="{points}"/>'
-                )
-    for b in buckets:  # hover targets: one per row with a cycle
-        p50, p99 = b.latency.get(TOTAL, (None, None))
-        title = (
-            f"{clock_time(b.start)} UTC · {b.attempts} cycle(s), {b.failed} failed · "
-            f"p50 {milliseconds(p50) if p50 else '-'} · p99 {milliseconds(p99) if p99 else '-'}"
-        )
-        parts.append(
-            f'<rect x="{x(b.start):.1f}" y="{y0}" width="{band_w:.1f}" height="{plot_h}" '
-            f'fill="transparent"><title>{html.escape(title)}</title></rect>'
-        )
-    if not buckets:
+        if d:
+            parts.append(
+                f'<path fill="none" stroke="{colour}" stroke-width="1.6" '
+                f'stroke-linejoin="round" d="{d}"/>'
+            )
+    if detail:
+        for c in columns:  # hover targets: one per column with a cycle
+            title = (
+                f"{_span(c)} UTC · {c.attempts} cycle(s), {c.failed} failed · "
+                f"p50 {milliseconds(c.p50) if c.p50 else '-'} · "
+                f"p99 {milliseconds(c.p99) if c.p99 else '-'}"
+            )
+            parts.append(
+                f'<rect x="{x0 + (c.start - start) * per_second:.1f}" y="{y0}" '
+                f'width="{max(c.seconds * per_second, 1.0):.1f}" height="{plot_h}" '
+                f'fill="transparent"><title>{html.escape(title)}</title></rect>'
+            )
+    if not columns:
         parts.append(
             f'<text x="{x0 + plot_w / 2}" y="{y0 + plot_h / 2}" text-anchor="middle" '
             f'fill="#80868b">no cycles in this window yet</text>'
         )
-    label = f"latency p50 and p99 per {int(resolution)} s, {len(buckets)} rows"
+    each = columns[0].seconds if columns else 60.0
+    label = f"latency p50 and p99 per {_duration(each)}, {len(columns)} columns"
+    if columns and not detail:
+        attempts = sum(c.attempts for c in columns)
+        failed = sum(c.failed for c in columns if c.failures)
+        p50s = sorted(c.p50 for c in columns if c.p50)
+        worst = max((c.p99 for c in columns if c.p99), default=None)
+        label += (
+            f": {attempts} cycles, {failed} failed"
+            + (f", median p50 {milliseconds(p50s[len(p50s) // 2])}" if p50s else "")
+            + (f", worst p99 {milliseconds(worst)}" if worst else "")
+        )
     return _svg(size, label, "".join(parts), cls)
 
 
-def _segments(
-    buckets: Sequence[Bucket], index: int, resolution: float
-) -> list[list[tuple[float, float]]]:
-    """Runs of consecutive rows with a value: a line never bridges a row without cycles."""
-    runs: list[list[tuple[float, float]]] = []
+@functools.lru_cache(maxsize=16)
+def _log_axis(size: Size, low: float, high: float) -> str:
+    """The grid and labels of a latency chart's log axis from `low` to `high` seconds."""
+    plot_w = size.width - size.left - 8
+    plot_h = size.height - size.top - size.bottom
+    bottom = size.top + plot_h
+    parts = []
+    for tick in _log_ticks(low, high)[2]:
+        ty = bottom - math.log10(tick / low) / math.log10(high / low) * plot_h
+        parts.append(
+            f'<line x1="{size.left}" x2="{size.left + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" '
+            f'stroke="#e8eaed"/><text x="{size.left - 4}" y="{ty + size.font * 0.35:.1f}" '
+            f'text-anchor="end" fill="#5f6368">{html.escape(_tick(tick))}</text>'
+        )
+    return "".join(parts)
+
+
+@functools.lru_cache(maxsize=16)
+def _time_axis(size: Size, start: float, end: float, span: float) -> str:
+    """A latency chart's UTC time ticks from `start` to `end` (every card of a page shares
+    them: drawn once a page)."""
+    plot_w = size.width - size.left - 8
+    bottom = size.height - size.bottom
+    per_second = plot_w / span
+    parts = []
+    step = _time_step(span)
+    tick_ts = math.ceil(start / step) * step
+    while tick_ts <= end:
+        tx = size.left + (tick_ts - start) * per_second
+        parts.append(
+            f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{bottom}" y2="{bottom + 4}" '
+            f'stroke="#9aa0a6"/><text x="{tx:.1f}" y="{bottom + size.font + 4}" '
+            f'text-anchor="middle" fill="#5f6368">{clock_time(tick_ts)}</text>'
+        )
+        tick_ts += step
+    parts.append(
+        f'<text x="{size.left + plot_w}" y="{size.height - 2}" text-anchor="end" '
+        'fill="#80868b">UTC</text>'
+    )
+    return "".join(parts)
+
+
+def _span(c: Column) -> str:
+    """A column's time: 14:05, or 14:00–14:15 when it holds several rows."""
+    if c.seconds <= 60:
+        return clock_time(c.start)
+    return f"{clock_time(c.start)}–{clock_time(c.start + c.seconds)}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
+
+
+class _Steps(dict[float, str]):
+    """A path's step to each value, drawn the first time a chart meets the value."""
+
+    def __init__(self, draw: Callable[[float], str]) -> None:
+        super().__init__()
+        self._draw = draw
+
+    def __missing__(self, value: float) -> str:
+        step = self[value] = self._draw(value)
+        return step
+
+
+def _runs(columns: Sequence[Column]) -> list[tuple[float, list[float], list[float]]]:
+    """(start, p50s, p99s) of runs of adjacent columns with values: a line never bridges a
+    column without cycles, nor one where every cycle failed (its band says it all)."""
+    runs: list[tuple[float, list[float], list[float]]] = []
     previous: float | None = None
-    for b in buckets:
-        value = b.latency.get(TOTAL, (None, None))[index]
-        if value is None or (b.attempts and b.failed == b.attempts):  # a band says it all
+    for c in columns:
+        p50, p99 = c.p50, c.p99
+        if p50 is None or p99 is None or (c.failures and c.failed == c.attempts):
             previous = None
             continue
-        if previous is None or b.start - previous > resolution * 1.5:
-            runs.append([])
-        runs[-1].append((b.start, value))
-        previous = b.start
+        if previous is None or c.start - previous > c.seconds * 1.5:
+            runs.append((c.start, [], []))
+        run = runs[-1]
+        run[1].append(p50)
+        run[2].append(p99)
+        previous = c.start
     return runs
 
 
-def phase_bars(results: Sequence[ProbeResult], size: Size, cls: str = "chart") -> str:
+def phase_bars(cycles: Cycles, size: Size, cls: str = "chart", detail: bool = True) -> str:
     """The last cycles as bars stacked by phase (oldest left); a failed cycle is outlined
-    in its reason's colour; bars taller than the axis are cut and marked ▲."""
+    in its reason's colour; bars taller than the axis are cut and marked ▲.
+
+    Each phase is one path for all its bars. Every failed cycle says why when hovered;
+    with `detail`, every cycle gives its phases' times."""
     plot_w = size.width - size.left - 8
     plot_h = size.height - size.top - size.bottom
     x0, y0 = size.left, size.top
@@ -246,74 +324,160 @@ def phase_bars(results: Sequence[ProbeResult], size: Size, cls: str = "chart") -
         f'<rect x="{x0}" y="{y0}" width="{plot_w}" height="{plot_h}" fill="#fbfcfd" '
         f'stroke="#dadce0"/>'
     ]
-    if not results:
+    n = len(cycles)
+    if not n:
         parts.append(
             f'<text x="{x0 + plot_w / 2}" y="{y0 + plot_h / 2}" text-anchor="middle" '
             f'fill="#80868b">no cycles yet</text>'
         )
         return _svg(size, "no cycles yet", "".join(parts), cls)
-    durations = sorted(r.duration for r in results)
+    durations = [cycles.duration(k) for k in range(n)]
+    ranked = sorted(durations)
     # The axis fits most bars: a few slow ones (timeouts) must not flatten the rest.
-    top = durations[-1]
-    typical = durations[int(0.9 * (len(durations) - 1))]
+    top = ranked[-1]
+    typical = ranked[int(0.9 * (n - 1))]
     if top > 4 * typical > 0:
         top = 2 * typical
     top_tick = _nice(top)
-    ticks = [top_tick * k / 4 for k in range(5)]
-
-    def y(seconds: float) -> float:
-        return y0 + plot_h - min(seconds / top_tick, 1.0) * plot_h
-
-    for tick in ticks:
-        ty = y(tick)
-        parts.append(
-            f'<line x1="{x0}" x2="{x0 + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#e8eaed"/>'
-            f'<text x="{x0 - 4}" y="{ty + size.font * 0.35:.1f}" text-anchor="end" '
-            f'fill="#5f6368">{html.escape(_tick(tick) if tick else "0")}</text>'
-        )
-    slot = plot_w / len(results)
+    per_second = plot_h / top_tick
+    bottom = y0 + plot_h
+    parts.append(_linear_axis(size, top_tick))
+    slot = plot_w / n
     bar = max(slot * 0.72, 1.0)
-    for k, r in enumerate(results):
+    # A phase's bars are one path of vertical strokes, each from the axis up to where the
+    # phase ends; drawn last phase first, each earlier phase covers the bottom of the
+    # later ones. One number per bar and phase: a hundred cards draw in milliseconds.
+    paths = _strokes(
+        cycles, _moves(size, n), _heights(bottom, plot_h), 10 * per_second, 0.05 / per_second
+    )
+    shapes, starts = cycles.shapes, cycles.starts
+    for k in range(n):
+        shape, duration = shapes[k], durations[k]
+        if shape.success and duration <= top_tick and not detail:
+            continue
         bx = x0 + k * slot + (slot - bar) / 2
-        level = 0.0
-        tip = [f"{clock_time(r.started_at, seconds=True)} UTC · {milliseconds(r.duration)}"]
-        for phase, seconds in r.phases.items():
-            ya, yb = y(level), y(level + seconds)
-            level += seconds
-            tip.append(f"{phase} {milliseconds(seconds)}")
-            if ya - yb >= 0.05:
-                parts.append(
-                    f'<rect x="{bx:.1f}" y="{yb:.1f}" width="{bar:.1f}" height="{ya - yb:.1f}" '
-                    f'fill="{phase_colour(phase)}"/>'
-                )
-        if not r.success:
-            tip.append(f"FAILED: {r.reason} in {r.failed_phase}")
-            colour = reason_colour(str(r.reason))
+        if not shape.success:
+            colour = reason_colour(str(shape.reason))
+            ty = bottom - min(duration, top_tick) * per_second
             parts.append(
-                f'<rect x="{bx - 0.5:.1f}" y="{y(r.duration):.1f}" width="{bar + 1:.1f}" '
-                f'height="{max(y(0) - y(r.duration), 2):.1f}" fill="none" stroke="{colour}" '
-                f'stroke-width="1.5"/><rect x="{bx:.1f}" y="{y0 + plot_h + 2}" '
+                f'<rect x="{bx - 0.5:.1f}" y="{ty:.1f}" width="{bar + 1:.1f}" '
+                f'height="{max(bottom - ty, 2):.1f}" fill="none" stroke="{colour}" '
+                f'stroke-width="1.5"/><rect x="{bx:.1f}" y="{bottom + 2}" '
                 f'width="{bar:.1f}" height="4" fill="{colour}"/>'
             )
-        if r.duration > top_tick:
+        if duration > top_tick:
             parts.append(
                 f'<text x="{bx + bar / 2:.1f}" y="{y0 + size.font * 0.8:.1f}" '
                 f'text-anchor="middle" fill="#b3261e" font-size="{size.font * 0.8:.0f}">▲</text>'
             )
-        parts.append(
-            f'<rect x="{x0 + k * slot:.1f}" y="{y0}" width="{slot:.1f}" height="{plot_h}" '
-            f'fill="transparent"><title>{html.escape(" · ".join(tip))}</title></rect>'
-        )
-    first, last = results[0].started_at, results[-1].started_at
+        if detail or not shape.success:
+            tip = [f"{clock_time(starts[k], seconds=True)} UTC · {milliseconds(duration)}"]
+            tip += [f"{phase} {milliseconds(seconds)}" for phase, seconds in cycles.phases(k)]
+            if not shape.success:
+                tip.append(f"FAILED: {shape.reason} in {shape.failed_phase}")
+            parts.append(
+                f'<rect x="{x0 + k * slot:.1f}" y="{y0}" width="{slot:.1f}" height="{plot_h}" '
+                f'fill="transparent"><title>{html.escape(" · ".join(tip))}</title></rect>'
+            )
+    parts[2:2] = [
+        f'<path fill="none" stroke="{phase_colour(phase)}" stroke-width="{bar:.1f}" '
+        f'd="{"".join(segments)}"/>'
+        for phase, segments in reversed(paths.items())
+    ]  # under the outlines and hover targets
+    first, last = starts[0], starts[-1]
     parts.append(
         f'<text x="{x0}" y="{size.height - 3}" fill="#5f6368">'
         f"{clock_time(first, seconds=True)}</text>"
         f'<text x="{x0 + plot_w}" y="{size.height - 3}" text-anchor="end" fill="#5f6368">'
         f"{clock_time(last, seconds=True)} UTC</text>"
         f'<text x="{x0 + plot_w / 2}" y="{size.height - 3}" text-anchor="middle" '
-        f'fill="#80868b">last {len(results)} cycles</text>'
+        f'fill="#80868b">last {n} cycles</text>'
     )
-    return _svg(size, f"phases of the last {len(results)} cycles", "".join(parts), cls)
+    label = f"phases of the last {n} cycles"
+    if not detail:
+        failed = sum(1 for shape in shapes if not shape.success)
+        label += (
+            f": median {milliseconds(ranked[n // 2])}, slowest {milliseconds(ranked[-1])}"
+            f", {failed} failed"
+        )
+    return _svg(size, label, "".join(parts), cls)
+
+
+def _strokes(
+    cycles: Cycles, moves: list[str], heights: list[str], tenths: float, visible: float
+) -> dict[str, list[str]]:
+    """Per phase, the path of its bars: for every cycle that ran it, a stroke from the axis
+    (`moves[k]`) up to where the phase ended (`heights`, one per tenth of a unit). A phase
+    shorter than `visible` seconds is left out.
+
+    Cycles are taken a shape at a time (its phases are the same) and a phase at a time
+    across them: a hundred cards of sixty cycles must draw in milliseconds."""
+    groups: dict[int, list[int]] = {}
+    for k, shape in enumerate(cycles.shapes):
+        groups.setdefault(id(shape), []).append(k)
+    every = 1 + cycles.width
+    numbers = cycles.numbers
+    highest = len(heights) - 1
+    paths: dict[str, list[str]] = {}
+    for ks in groups.values():
+        phases = cycles.shapes[ks[0]].phases
+        starts = moves if len(groups) == 1 else [moves[k] for k in ks]
+        level: Sequence[float] = [0.0] * len(ks)
+        for j, phase in enumerate(phases):
+            seconds: Sequence[float]
+            if len(phases) > cycles.width:  # kept whole: its own numbers
+                seconds = [phases[phase]] * len(ks)
+            elif len(groups) == 1:  # one shape (a healthy target): every cycle's, at once
+                seconds = numbers[1 + j :: every]
+            else:
+                seconds = [numbers[k * every + 1 + j] for k in ks]
+            level = list(map(operator.add, level, seconds))
+            if max(level) * tenths + 0.5 < highest:  # no bar reaches the top: none to cut
+                segments = [
+                    move + heights[int(top * tenths + 0.5)]
+                    for move, top, s in zip(starts, level, seconds, strict=True)
+                    if s >= visible
+                ]
+            else:
+                segments = [
+                    move + heights[min(int(top * tenths + 0.5), highest)]
+                    for move, top, s in zip(starts, level, seconds, strict=True)
+                    if s >= visible
+                ]
+            paths.setdefault(phase, []).extend(segments)
+    return paths
+
+
+@functools.lru_cache(maxsize=16)
+def _linear_axis(size: Size, top_tick: float) -> str:
+    """The grid and labels of a bar chart's axis from 0 to `top_tick` in quarters."""
+    plot_w = size.width - size.left - 8
+    plot_h = size.height - size.top - size.bottom
+    bottom = size.top + plot_h
+    parts = []
+    for k in range(5):
+        tick = top_tick * k / 4
+        ty = bottom - tick / top_tick * plot_h
+        parts.append(
+            f'<line x1="{size.left}" x2="{size.left + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" '
+            f'stroke="#e8eaed"/><text x="{size.left - 4}" y="{ty + size.font * 0.35:.1f}" '
+            f'text-anchor="end" fill="#5f6368">{html.escape(_tick(tick) if tick else "0")}</text>'
+        )
+    return "".join(parts)
+
+
+@functools.lru_cache(maxsize=16)
+def _moves(size: Size, n: int) -> list[str]:
+    """Where each of `n` bars starts: the middle of its slot, on the axis."""
+    plot_w = size.width - size.left - 8
+    bottom = size.height - size.bottom
+    return [f"M{size.left + (k + 0.5) * plot_w / n:.1f} {bottom}V" for k in range(n)]
+
+
+@functools.cache
+def _heights(bottom: int, plot_h: int) -> list[str]:
+    """The y of every tenth of a unit above the axis, as text: bars are drawn to a tenth."""
+    return [f"{bottom - tenth / 10:.1f}" for tenth in range(plot_h * 10 + 1)]
 
 
 def _tick(seconds: float) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import probe
 from probe.config.values import format_duration, parse_duration
 from probe.health import Check, HistoryEntry, TargetState
-from probe.history import TOTAL, Bucket, History, Summary
+from probe.history import TOTAL, Bucket, Column, Cycles, History, Summary
 from probe.milvus.auth import SecretFile
 from probe.result import ProbeResult
 from probe.targets import Target
@@ -130,6 +130,9 @@ def checks_text(name: str, ok: bool, checks: Sequence[Check]) -> str:
 WINDOWS = ("15m", "1h", "6h", "24h")
 """The windows the pages offer (any duration within the retention works as ?window=)."""
 DEFAULT_WINDOW = 3600.0
+OVERVIEW_CYCLES = 30
+"""The status page's phase bars show the last 30 cycles (five minutes at the default
+interval); a target's own page shows every one kept (`--probe.history`)."""
 REFRESH_SECONDS = 10
 
 _STYLE = """
@@ -261,23 +264,21 @@ def _why(summary: Summary, now: float) -> str:
     )
 
 
-def _legend(buckets: Sequence[Bucket], phases: Sequence[str] = ()) -> str:
+def _legend(columns: Sequence[Column], resolution: float) -> str:
     from probe import charts  # only when a page is drawn: 0.5 MiB otherwise
 
+    p99 = "p99"
+    if columns and columns[0].seconds > resolution:  # rows merged: say which p99 is drawn
+        p99 += " (its worst minute)" if resolution == 60 else " (its worst row)"
     items = [
         f'<span><span class="line" style="background:{charts.P50}"></span>p50</span>',
-        f'<span><span class="line" style="background:{charts.P99}"></span>p99</span>',
+        f'<span><span class="line" style="background:{charts.P99}"></span>{p99}</span>',
     ]
-    reasons = sorted({r for b in buckets for r in b.failures})
+    reasons = sorted({r for c in columns for r in c.failures})
     for reason in reasons:
         items.append(
             f'<span><span class="key" style="background:{charts.reason_colour(reason)};'
             f'opacity:.6"></span>failed: {html.escape(reason)}</span>'
-        )
-    for phase in phases:
-        items.append(
-            f'<span><span class="key" style="background:{charts.phase_colour(phase)}"></span>'
-            f"{html.escape(str(phase))}</span>"
         )
     return f'<div class="legend">{"".join(items)}</div>'
 
@@ -293,10 +294,10 @@ def _phases_legend(phases: Sequence[str]) -> str:
     return f'<div class="legend">{"".join(items)}</div>'
 
 
-def _phases_seen(results: Sequence[ProbeResult]) -> list[str]:
+def _phases_seen(cycles: Cycles) -> list[str]:
     seen: dict[str, None] = {}
-    for r in results:
-        seen.update(dict.fromkeys(str(p) for p in r.phases))
+    for shape in {id(s): s for s in cycles.shapes}.values():
+        seen.update(dict.fromkeys(str(p) for p in shape.phases))
     return list(seen)
 
 
@@ -357,7 +358,8 @@ def status_page(
 
     esc = html.escape
     now = history.clock()
-    resolution = history.settings.resolution
+    overview = charts.Size(400, 130, 12)
+    shown = format_duration(window)
     versions = {s.target.alias: s.server_info.version for s in states if s.server_info is not None}
     summaries = sorted(history.summaries(), key=_order)
     by_alias = {s.target.alias: s for s in states}
@@ -366,13 +368,13 @@ def status_page(
         t = summary.target
         cls, badge = _state(summary)
         alias_q = esc(_quote(t.alias))
-        buckets = history.buckets(t.alias, window) or []
-        recent = history.recent(t.alias)
+        columns = history.columns(t.alias, window, overview.columns)
+        cycles = history.cycles(t.alias, OVERVIEW_CYCLES)
         version = versions.get(t.alias)
         cards.append(
             f'<section class="card {cls}"><div class="head">'
             f'<span class="badge {cls}">{badge}</span>'
-            f'<a class="alias" href="targets/{alias_q}?window={format_duration(window)}">'
+            f'<a class="alias" href="targets/{alias_q}?window={shown}">'
             f"{esc(t.alias)}</a>"
             f'<span class="mono muted">{esc(t.protocol)}://{esc(t.address)}'
             f"{' (TLS)' if t.secure else ''}</span>"
@@ -382,20 +384,18 @@ def status_page(
             + _beside(by_alias.get(t.alias))
             + _ratios(summary.ratios)
             + '<div class="charts"><figure>'
-            + charts.latency_chart(
-                buckets, now - window, now, resolution, charts.Size(400, 130, 12), "s"
-            )
-            + f"<figcaption>latency, last {format_duration(window)}</figcaption>"
-            + _legend(buckets)
+            + charts.latency_chart(columns, now - window, now, overview, "s", detail=False)
+            + f"<figcaption>latency, last {shown}</figcaption>"
+            + _legend(columns, history.settings.resolution)
             + "</figure><figure>"
-            + charts.phase_bars(recent, charts.Size(400, 130, 12), "s")
+            + charts.phase_bars(cycles, overview, "s", detail=False)
             + "<figcaption>phases of the last cycles</figcaption>"
-            + _phases_legend(_phases_seen(recent))
+            + _phases_legend(_phases_seen(cycles))
             + "</figure></div>"
-            f'<nav class="small"><a href="targets/{alias_q}?window={format_duration(window)}">'
+            f'<nav class="small"><a href="targets/{alias_q}?window={shown}">'
             f'details and failures</a><a href="probe?alias={alias_q}">probe now</a>'
             f'<a href="readyz/{alias_q}">readyz</a>'
-            f'<a href="api/v1/targets/{alias_q}/history?window={format_duration(window)}">'
+            f'<a href="api/v1/targets/{alias_q}/history?window={shown}">'
             "history JSON</a></nav></section>"
         )
     body = (
@@ -417,8 +417,10 @@ def target_page(
     started: float,
     window: float = DEFAULT_WINDOW,
     profiling: bool = False,
+    events: Sequence[dict[str, Any]] | None = None,
 ) -> str | None:
-    """`/targets/<alias>`: one target's charts, last failures' traces and redacted config."""
+    """`/targets/<alias>`: one target's charts, last failures' traces, redacted config and
+    the Kubernetes Events posted about it (None: the daemon posts none)."""
     from probe import charts  # only when a page is drawn: 0.5 MiB otherwise
 
     summary = history.summary(alias)
@@ -426,18 +428,16 @@ def target_page(
         return None
     esc = html.escape
     now = history.clock()
-    resolution = history.settings.resolution
     t = summary.target
     cls, badge = _state(summary)
-    buckets = history.buckets(alias, window) or []
-    recent = history.recent(alias)
+    cycles = history.cycles(alias)
     failures = history.failures(alias)
-    phases = _phases_seen(recent)
     wide = charts.Size(1000, 300, 13)
     narrow = charts.Size(400, 220, 11)
     alias_q = esc(_quote(alias))
     start = now - window
-    phase_table = _phase_table(buckets, history.series(alias))
+    columns = history.columns(alias, window, wide.columns)
+    phase_table = _phase_table(history.buckets(alias, window) or [], history.series(alias))
     failure_list: list[str] = []
     for r in reversed(failures):
         failure_list.append(
@@ -447,7 +447,7 @@ def target_page(
             f'<a href="../probe?trace={esc(r.trace_id)}">trace {esc(r.trace_id)}</a>'
             f"</summary><pre>{esc(trace_text(r))}</pre></details>"
         )
-    last = recent[-1] if recent else None
+    last = summary.last
     version = state.server_info.version if state and state.server_info else None
     body = (
         '<nav class="small"><a href="../">← all targets</a></nav>'
@@ -462,14 +462,16 @@ def target_page(
         + _ratios(summary.ratios)
         + f"<div>window {_window_nav(window, alias_q)}</div>"
         + f"<h2>Latency, last {format_duration(window)}</h2>"
-        + charts.latency_chart(buckets, start, now, resolution, wide, "wide")
-        + charts.latency_chart(buckets, start, now, resolution, narrow, "narrow")
-        + _legend(buckets)
+        + charts.latency_chart(columns, start, now, wide, "wide")
+        + charts.latency_chart(
+            history.columns(alias, window, narrow.columns), start, now, narrow, "narrow"
+        )
+        + _legend(columns, history.settings.resolution)
         + phase_table
-        + f"<h2>Last {len(recent)} cycles, by phase</h2>"
-        + charts.phase_bars(recent, charts.Size(1000, 220, 13), "wide")
-        + charts.phase_bars(recent, charts.Size(400, 180, 11), "narrow")
-        + _phases_legend(phases)
+        + f"<h2>Last {len(cycles)} cycles, by phase</h2>"
+        + charts.phase_bars(cycles, charts.Size(1000, 220, 13), "wide")
+        + charts.phase_bars(cycles, charts.Size(400, 180, 11), "narrow")
+        + _phases_legend(_phases_seen(cycles))
         + f"<h2>Last failures ({len(failures)})</h2>"
         + ("".join(failure_list) or '<p class="muted">none kept</p>')
         + "<h2>Last cycle</h2>"
@@ -479,14 +481,36 @@ def target_page(
             f"<tr><td>{esc(k)}</td><td class=mono>{esc(v)}</td></tr>" for k, v in target_config(t)
         )
         + "</table>"
-        + '<p class="muted small">Kubernetes Events about this target are not shown here: '
-        "<code>kubectl get events --field-selector involvedObject.name=POD</code>.</p>"
+        + _events_table(events)
         + f'<nav class="small"><a href="../api/v1/targets/{alias_q}/history?window='
         f'{format_duration(window)}">history JSON</a>'
         f'<a href="../probe?alias={alias_q}">probe now</a>'
         f'<a href="../readyz/{alias_q}?verbose">readyz</a></nav>'
     )
     return _page(f"{alias} · milvus-probe", body)
+
+
+def _events_table(events: Sequence[dict[str, Any]] | None) -> str:
+    """The Events about a target this daemon posted (or tried to), newest first."""
+    esc = html.escape
+    if events is None:
+        return (
+            '<h2>Kubernetes Events</h2><p class="muted">Events are off (<code>--events.enabled'
+            "</code>, or not in a cluster).</p>"
+        )
+    rows = "".join(
+        f"<tr><td class=mono>{esc(str(e.get('time', ''))[:19].replace('T', ' '))}</td>"
+        f"<td>{esc(str(e.get('type', '')))}</td><td><b>{esc(str(e.get('reason', '')))}</b></td>"
+        f"<td>{esc(str(e.get('message', '')))}</td><td class=muted>{esc(str(e.get('result', '')))}"
+        f"</td></tr>"
+        for e in reversed(events)
+    )
+    return f"<h2>Kubernetes Events ({len(events)})</h2>" + (
+        '<table class="kv small"><tr><td>time (UTC)</td><td>type</td><td>reason</td>'
+        f"<td>message</td><td>posted</td></tr>{rows}</table>"
+        if events
+        else '<p class="muted">none posted about this target since the probe started</p>'
+    )
 
 
 def _phase_table(buckets: Sequence[Bucket], series: Sequence[str]) -> str:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,12 @@ def test_events_and_discovered_targets_in_the_bundle(
     for name, body in members.items():
         for secret in (KUBE_TOKEN, KUBE_TOKEN.split(":", 1)[1]):
             assert secret.encode() not in body, name
+    # The target's own page lists the Events posted about it.
+    status, _, page = http_get(app.port, f"/targets/{urllib.parse.quote(alias, safe='')}")
+    assert status == 200
+    text = page.decode()
+    assert "Kubernetes Events (" in text and "<b>MilvusConnectionFailed</b>" in text
+    assert "created" in text and KUBE_TOKEN.split(":", 1)[1] not in text
 
 
 def test_members_past_their_bounds_are_cut_or_listed(

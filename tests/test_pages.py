@@ -112,6 +112,7 @@ def test_history_api_errors(app: App, path: str, status: int, fragment: str) -> 
 def test_target_page_answers_for_escaped_aliases_only(app: App) -> None:
     status, _, page = http_get(app.port, f"/targets/{quoted(DOWN)}?window=15m")
     assert status == 200 and DOWN in page.decode()
+    assert "Events are off" in page.decode()  # not in a cluster: none posted, and it says so
     assert http_get(app.port, "/targets/nope")[0] == 404
     assert http_get(app.port, "/targets/lite?window=1d")[0] == 400
 

@@ -80,7 +80,16 @@ class DaemonApi:
             self._app.started,
             seconds,
             profiling=self.profiling,
+            events=self._events(alias),
         )
+
+    def _events(self, alias: str) -> list[dict[str, Any]] | None:
+        """The Kubernetes Events posted (or tried) about a target, oldest first; None when
+        the daemon posts none."""
+        recorder = self._app.cluster.events if self._app.cluster is not None else None
+        if recorder is None:
+            return None
+        return [e for e in recorder.recent() if e["alias"] == alias]
 
     def targets_api(self) -> list[dict[str, Any]]:
         return pages.targets_json(self._app.history.summaries())
