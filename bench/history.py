@@ -12,7 +12,7 @@
 * **http**: a real daemon (`python -m probe serve`, aliases of one milvus-lite), p50/p99
   of `GET /`, `/api/v1/targets`, `/targets/<alias>` and its history JSON, with the
   history the daemon gathered since it started (a few seconds: the render family covers
-  the full day).
+  the full day); and `/debug/bundle?seconds=1`: its time, size and members.
 
     python -m bench.history [--quick] [--out DIR]      # this family alone
 """
@@ -159,7 +159,9 @@ def memory_traced(count: int, mode: str) -> dict[str, Any]:
 
 
 def render(count: int, repeats: int) -> dict[str, Any]:
-    """In-process render times with a full day for `count` targets."""
+    """In-process render times with a full day for `count` targets. Between two renders the
+    clock moves 10 s on and every target has one more cycle, as between two refreshes of
+    a page (10 s) at the default interval: nothing drawn before is still current."""
     from probe import pages
 
     start = time.time() - DAY
@@ -168,15 +170,19 @@ def render(count: int, repeats: int) -> dict[str, Any]:
     history = _history(targets, clock)
     fill(history, targets, start, "outages")
     alias = targets[0].alias
+    rnd = random.Random(11)
 
     def timed(fn: Any) -> dict[str, Any]:
-        values = []
+        values, size = [], 0
         for _ in range(repeats):
+            clock[0] += 10.0
+            for t in targets:
+                history.observe(t, _cycle(t, clock[0] - 1.0, rnd, None))
             began = time.perf_counter()
-            fn()
+            size = len(fn())
             values.append(time.perf_counter() - began)
         out: dict[str, Any] = without_values(summary(values))
-        return out | {"values": values}
+        return out | {"values": values, "bytes": size}
 
     return {
         "targets": count,
@@ -184,7 +190,7 @@ def render(count: int, repeats: int) -> dict[str, Any]:
         "status_page_24h": timed(lambda: pages.status_page(history, [], True, True, 0.0, DAY)),
         "api_targets": timed(lambda: json.dumps(pages.targets_json(history.summaries()))),
         "target_page_24h": timed(
-            lambda: pages.target_page(history, alias, None, True, True, 0.0, DAY)
+            lambda: pages.target_page(history, alias, None, True, True, 0.0, DAY) or ""
         ),
         "api_history_24h": timed(
             lambda: json.dumps(
@@ -219,7 +225,36 @@ def http(addresses: list[str], count: int, settings: Settings, pinning: Pinning,
                 if code != 200:
                     raise RuntimeError(f"{path} answered {code}: {body[:200]!r}")
             out[name] = summary(latencies) | {"bytes": len(body)}
+        out["bundle"] = bundle(daemon.port)
     return out
+
+
+BUNDLE_SECONDS = 1
+BUNDLE_REPEATS = 3
+
+
+def bundle(port: int) -> dict[str, Any]:
+    """`GET /debug/bundle?seconds=1`: its time (the 1 s CPU profile included, and reported
+    apart), its size and how many members it has."""
+    import io
+    import tarfile
+
+    times, size, members = [], 0, 0
+    for _ in range(BUNDLE_REPEATS):
+        began = time.perf_counter()
+        code, _, body = http_get(port, f"/debug/bundle?seconds={BUNDLE_SECONDS}", timeout=300)
+        times.append(time.perf_counter() - began)
+        if code != 200:
+            raise RuntimeError(f"/debug/bundle answered {code}: {body[:200]!r}")
+        size = len(body)
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+            members = len(tar.getmembers())
+    return summary(times) | {
+        "profile_seconds": BUNDLE_SECONDS,
+        "bytes": size,
+        "members": members,
+        "beyond_profile_median": summary(times)["median"] - BUNDLE_SECONDS,
+    }
 
 
 def _memory_worker(count: int, mode: str) -> dict[str, Any]:

@@ -116,6 +116,30 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
             where=f"{_dig(results, 'profiling', 'targets')} targets",
         )
     )
+    memory = _dig(results, "history", "memory", "outages", "rss")
+    out.append(
+        _goal(
+            "history memory per target (full 24 h)",
+            None if memory is None else memory["rss_per_target_bytes"] / 1024,
+            32,
+            at_most=True,
+            unit="KiB",
+            where=f"RSS over {memory['targets'] if memory else '?'} targets",
+        )
+    )
+    rendered = _dig(results, "history", "render") or {}
+    size = "100" if "100" in rendered else max(rendered, key=int, default="100")
+    page = _dig(rendered, size, "status_page_1h", "p99")
+    out.append(
+        _goal(
+            "status page p99",
+            None if page is None else page * 1000,
+            50,
+            at_most=True,
+            unit="ms",
+            where=f"{size} targets, full day, 1 h window",
+        )
+    )
     return out
 
 
@@ -220,6 +244,7 @@ def table(results: dict[str, Any]) -> str:
     _family(rows, "6 scale", results.get("scale"), _scale_rows)
     _family(rows, "7 scrape", results.get("scrape"), _scrape_rows)
     _family(rows, "8 profiling", results.get("profiling"), _profiling_rows)
+    _family(rows, "9 history", results.get("history"), _history_rows)
     _family(rows, "10 rest", results.get("rest"), _rest_rows)
 
     header = ("family", "measurement", SERVERS[0][1], SERVERS[1][1])
@@ -397,6 +422,48 @@ def _profiling_rows(section: dict[str, Any], single: Any) -> None:
         "100 Hz profiling overhead (goal ≤ 5 %)",
         f"{prof['overhead_share_of_core'] * 100:.2f} % of a core",
     )
+
+
+def _history_rows(section: dict[str, Any], single: Any) -> None:
+    for mode, memory in section["memory"].items():
+        rss, traced = memory["rss"], memory["traced"]
+        single(
+            "9 history",
+            f"memory per target, full 24 h ({mode}; goal ≤ 32 KiB)",
+            f"{rss['rss_per_target_bytes'] / 1024:.1f} KiB RSS ({rss['targets']} targets), "
+            f"{traced['bytes_per_target'] / 1024:.1f} KiB traced",
+        )
+    names = (
+        ("status_page_1h", "status page, 1 h window"),
+        ("status_page_24h", "status page, 24 h window"),
+        ("api_targets", "/api/v1/targets"),
+        ("target_page_24h", "a target page, 24 h"),
+        ("api_history_24h", "a target's 24 h history JSON"),
+    )
+    for count, render in section["render"].items():
+        for key, label in names:
+            r = render[key]
+            single(
+                "",
+                f"{label}, {_targets(count)} (rendered; median / p99, size)",
+                f"{pair_ms(r['median'], r['p99'])}, {r['bytes'] / 1024:.0f} KiB",
+            )
+    for count, http in section["http"].items():
+        for key in ("status_page", "api_targets", "target_page", "api_history"):
+            r = http[key]
+            single(
+                "",
+                f"GET {key.replace('_', ' ')}, {_targets(count)} (HTTP; median / p99)",
+                pair_ms(r["median"], r["p99"]),
+            )
+        b = http.get("bundle")
+        if b:
+            single(
+                "",
+                f"GET /debug/bundle?seconds={b['profile_seconds']}, {_targets(count)}",
+                f"{ms(b['median'], 0)} median ({ms(b['beyond_profile_median'], 0)} beyond the "
+                f"profile), {b['bytes'] / 1024:.0f} KiB, {b['members']} members",
+            )
 
 
 def _targets(count: str) -> str:

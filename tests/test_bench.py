@@ -105,7 +105,7 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     assert_history(results["history"])
 
     # Every goal has a measurement, a verdict and its ratio to the threshold.
-    assert len(results["goals"]) == 7
+    assert len(results["goals"]) == 9
     for goal in results["goals"]:
         assert_numeric(goal, "measured", "threshold", "measured_over_threshold")
         assert isinstance(goal["met"], bool)
@@ -125,6 +125,8 @@ def assert_history(history: dict[str, Any]) -> None:
     for http in history["http"].values():
         for name in ("status_page", "api_targets", "target_page", "api_history"):
             assert_numeric(http[name], "median", "p99", "bytes")
+        assert_numeric(http["bundle"], "median", "bytes", "beyond_profile_median")
+        assert http["bundle"]["members"] >= 12  # README.txt, config, metrics, ... a history each
 
 
 def test_history_family_alone_writes_its_figures(tmp_path: Path) -> None:
