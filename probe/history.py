@@ -6,8 +6,10 @@ A hub sink (`observe`) and listener (`follow`). For each target it keeps:
   24 h): attempts, failures (with their reasons), and the p50 and p99 of the whole cycle
   and of every phase the target's prober declares. Rows live in a ring of small integer
   arrays, grown as minutes arrive (nothing is allocated for minutes that never came):
-  13 bytes a minute with five phases, 3 more once the target has failed, ~20-23 KiB for
-  a full day. Latencies are kept as the index of a log-scale bucket 6.6 % wide (10 µs to
+  11 bytes a minute for gRPC's four every-cycle phases, 2 more once the target has
+  failed, ~16-19 KiB for a full day. A phase a cycle runs only now and then (gRPC's
+  info, once per connect-interval) costs no byte in a row, but 8 bytes each minute it
+  ran. Latencies are kept as the index of a log-scale bucket 6.6 % wide (10 µs to
   100 s), which is what a chart or a p99 needs; counts are bytes, with exact counts in a
   small dict for a minute of more than 255 cycles; a minute's reasons are one byte, and
   a small dict only for the rare minute that failed for more than one reason.
@@ -30,7 +32,7 @@ from typing import NamedTuple
 
 from probe.config.settings import HistorySettings
 from probe.hub import TargetDiff
-from probe.probers import phases_of
+from probe.probers import occasional_phases_of, phases_of
 from probe.result import FailureReason, ProbeResult
 from probe.targets import Target
 
@@ -289,7 +291,7 @@ class _Track:
     __slots__ = (
         "target", "series", "capacity", "attempts", "failures", "reason", "codes", "head",
         "latest", "mixed", "large", "open_minute", "open_attempts", "open_failures", "open_codes",
-        "recent", "failed", "since", "up", "closed", "_totals",
+        "recent", "failed", "since", "up", "closed", "_totals", "dense", "rare", "rare_codes",
     )  # fmt: skip
 
     def __init__(self, target: Target, capacity: int, traces: int) -> None:
@@ -301,8 +303,17 @@ class _Track:
         """Failed cycles per row; None until a row has one (most targets never fail)."""
         self.reason: array[int] | None = None
         """The reason code of the row's failures (0: none, or several: see `mixed`)."""
+        occasional = set(occasional_phases_of(target))
+        self.dense = tuple(i for i, name in enumerate(self.series) if name not in occasional)
+        """Indexes in `series` of the names every row keeps codes for."""
+        self.rare = tuple(i for i, name in enumerate(self.series) if name in occasional)
+        """Indexes of the phases a cycle runs only now and then (gRPC's info, once per
+        connect-interval): a row keeps no bytes for them..."""
+        self.rare_codes = array("Q")
+        """...their codes are here, one entry per row and phase that had one, oldest first:
+        minute << 24 | series index << 16 | p50 code << 8 | p99 code."""
         self.codes = array("B")
-        """Per row, p50 then p99 latency codes for every name in `series`."""
+        """Per row, p50 then p99 latency codes for every `dense` series in turn."""
         self.head = 0
         self.latest: int | None = None
         """The minute of the newest row."""
@@ -392,12 +403,13 @@ class _Track:
         """Write the open minute into the ring, after a row of zeros for each minute skipped."""
         minute = self.open_minute
         assert minute is not None
-        width = 2 * len(self.series)
+        width = 2 * len(self.dense)
         if self.latest is not None:
             gap = minute - self.latest - 1
             if gap >= self.capacity:  # nothing kept is recent enough: start over
                 self.attempts, self.codes, self.head = array("B"), array("B"), 0
                 self.failures = self.reason = None
+                self.rare_codes = array("Q")
             else:
                 empty = array("B", bytes(width))
                 for _ in range(max(gap, 0)):
@@ -406,7 +418,13 @@ class _Track:
         reason = 0
         if len(self.open_failures) == 1:
             reason = _REASON_CODE.get(FailureReason(next(iter(self.open_failures))), 0)
-        codes = array("B", self._open_quantiles())
+        quantiles = self._open_quantiles()
+        codes = array("B", [quantiles[2 * i + q] for i in self.dense for q in (0, 1)])
+        for i in self.rare:
+            if quantiles[2 * i]:
+                self.rare_codes.append(
+                    minute << 24 | i << 16 | quantiles[2 * i] << 8 | quantiles[2 * i + 1]
+                )
         self._push(min(self.open_attempts, _BYTE), min(failures, _BYTE), reason, codes)
         if self.open_attempts > _BYTE:
             self.large[minute] = (self.open_attempts, failures)
@@ -417,6 +435,11 @@ class _Track:
         for kept in (self.mixed, self.large):
             for old in [m for m in kept if m < oldest]:
                 del kept[old]
+        gone = 0
+        while gone < len(self.rare_codes) and self.rare_codes[gone] >> 24 < oldest:
+            gone += 1
+        if gone:
+            del self.rare_codes[:gone]
         self.closed += 1
 
     # ------------------------------------------------------------ reading
@@ -431,9 +454,16 @@ class _Track:
 
     def buckets(self, since_minute: int, resolution: float) -> list[Bucket]:
         """Rows with cycles from `since_minute` on, oldest first, the open minute last."""
-        width = 2 * len(self.series)
+        width = 2 * len(self.dense)
         out = []
         n = len(self.attempts)
+        rare: dict[int, dict[int, tuple[int, int]]] = {}
+        for entry in self.rare_codes:
+            if entry >> 24 >= since_minute:
+                rare.setdefault(entry >> 24, {})[entry >> 16 & 0xFF] = (
+                    entry >> 8 & 0xFF,
+                    entry & 0xFF,
+                )
         if self.latest is not None:
             first = self.latest - n + 1
             for j in range(max(since_minute - first, 0), n):
@@ -455,9 +485,12 @@ class _Track:
                         name = str(_REASONS[code - 1]) if code else str(FailureReason.ERROR)
                         failures = {name: failed}
                 codes = self.codes[i * width : (i + 1) * width]
+                pairs = {s: (codes[2 * k], codes[2 * k + 1]) for k, s in enumerate(self.dense)}
+                pairs.update(rare.get(minute, {}))
                 latency = {
-                    name: (_SECONDS[codes[2 * k]], _SECONDS[codes[2 * k + 1]])
+                    name: (_SECONDS[pair[0]], _SECONDS[pair[1]])
                     for k, name in enumerate(self.series)
+                    for pair in (pairs.get(k, (0, 0)),)
                 }
                 out.append(Bucket(minute * resolution, attempts, failures, latency))
         if self.open_minute is not None and self.open_minute >= since_minute:
@@ -485,7 +518,7 @@ class _Track:
         worst row's (a wide column must not hide a bad minute). Read straight from the row
         arrays, a slice per column: this is what every status page draws for every target.
         """
-        width = 2 * len(self.series)
+        width = 2 * len(self.dense)  # the whole cycle is the first dense series
         n = len(self.attempts)
         out: list[Column] = []
         now: tuple[int, int, dict[str, int], int, int] | None = None

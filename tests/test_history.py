@@ -322,3 +322,30 @@ def test_chart_cycles_are_the_traces_without_rebuilding_them(clock: Clock) -> No
             shape = cycles.shapes[k]
             assert (shape.success, shape.reason) == (result.success, result.reason)
     assert len(h.cycles("nope")) == 0
+
+
+def test_an_occasional_phase_is_kept_aside_and_read_back_in_its_rows(clock: Clock) -> None:
+    """gRPC's info phase runs once per connect-interval: rows keep no bytes for it, yet
+    the minutes it ran show its p50/p99 and the others none; old entries leave with
+    their rows."""
+    h = history_of(clock, A, retention="5m")
+    for minute in range(12):
+        at = T0 + minute * 60
+        if minute % 4 == 0:  # an info phase in minutes 0, 4 and 8
+            phases = {Phase.RESOLVE: 0.0001, Phase.CONNECT: 0.001, Phase.RPC: 0.001,
+                      Phase.INFO: 0.004, Phase.CLOSE: 0.0001}  # fmt: skip
+            h.observe(A, cycle(A, at, 0.0062, phases=phases))
+        h.observe(A, cycle(A, at + 30))
+    clock.now = T0 + 11 * 60 + 40
+    rows = h.buckets("a", 86400)
+    assert rows is not None and [r.start for r in rows] == [T0 + m * 60 for m in range(7, 12)]
+    info = {int((r.start - T0) // 60): r.latency[Phase.INFO] for r in rows}
+    assert info[8][0] == pytest.approx(0.004, rel=STEP / 2)
+    assert all(info[m] == (None, None) for m in (7, 9, 10, 11))
+    assert rows[1].latency[Phase.RPC] == pytest.approx((0.0005, 0.001), rel=STEP / 2)
+    track = h._tracks["a"]
+    assert len(track.codes) == 5 * 5 * 2  # five rows of p50, p99 of total and four phases
+    assert [entry >> 24 for entry in track.rare_codes] == [int(T0 // 60) + 8]  # 0, 4: gone
+    h.observe(A, cycle(A, T0 + 11 * 60 + 50, 0.0062, phases=phases))  # in the open minute
+    rows = h.buckets("a", 900)
+    assert rows is not None and rows[-1].latency[Phase.INFO][1] == pytest.approx(0.004, rel=STEP)

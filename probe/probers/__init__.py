@@ -113,6 +113,13 @@ def phases_of(target: Target | str) -> tuple[str, ...]:
     return found
 
 
+def occasional_phases_of(target: Target) -> tuple[str, ...]:
+    """The phases of `target` a cycle runs only now and then (gRPC: info, once per
+    connect-interval): history keeps their figures aside instead of in every row."""
+    found: tuple[str, ...] = getattr(prober_class(target.protocol), "occasional_phases", ())
+    return found
+
+
 class Probers:
     """Every kind's prober (made on first use), sharing connection slots and one ledger,
     and the checks beside a cycle: Milvus's management port and TLS certificates.

@@ -176,6 +176,8 @@ class GrpcProber:
     """Runs gRPC cycles against targets. Thread-safe; one instance serves every target."""
 
     phases = tuple(Phase)
+    occasional_phases = (Phase.INFO,)
+    """GetVersion (and Connect) run once per connect-interval, not every cycle."""
     runs_canary = True
     """Probers hands it the shared CanarySetups."""
 
