@@ -237,6 +237,18 @@ def test_malformed_ipv6_uri_is_a_config_error_not_a_crash(uri: str) -> None:
     assert issue.where.endswith(".uri")
 
 
+@pytest.mark.parametrize("name", ["a..b", "x" * 64 + ".example", "bad\x00name"])
+def test_a_server_name_tls_cannot_send_is_a_config_error(name: str) -> None:
+    (issue,) = issues_of({"uri": "https://milvus:19530", "server_name": name})
+    assert issue.where.endswith(".server_name")
+    assert "is not a host name TLS can send" in issue.message
+
+
+def test_an_international_server_name_is_sent_as_idna() -> None:
+    t = only_target({"uri": "https://milvus:19530", "server_name": "mïlvus.example"})
+    assert t.tls is not None and t.tls.server_name == "mïlvus.example"
+
+
 @pytest.mark.parametrize("uri", ["", "http://", "http://h:abc", "http://h:1/a/b", "http://h:1?x=1"])
 def test_other_bad_uris(uri: str) -> None:
     (issue,) = issues_of({"uri": uri})

@@ -10,6 +10,8 @@ sockets that say exactly what a broken server or proxy would.
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import http.server
 import json
 import socket
@@ -425,6 +427,25 @@ def test_rest_over_tls_reads_the_chain_from_its_own_connection(certs: Certs) -> 
     assert "DNS:localhost" in leaf.sans and result.tls.version.startswith("TLS")
     assert (untrusted.reason, untrusted.failed_phase) == (FailureReason.TLS, Phase.CONNECT)
     assert plain.reason is not None and plain.success is False
+
+
+def test_a_server_name_tls_cannot_send_fails_the_cycle_before_any_connection(
+    certs: Certs,
+) -> None:
+    """The ssl module encodes the SNI name only after taking a socket over: a name it can't
+    encode used to leave a connected SSLSocket behind (a connection to the server held
+    until the garbage collector came). The name is checked before dialling now. Config
+    refuses such a name; a Target built in code (or from discovery) reaches the prober."""
+    with rest_double(tls=certs) as double:
+        t = target(uri=f"https://localhost:{double.port}", protocol="rest",
+                   server_pem_path=str(certs.ca))  # fmt: skip
+        bad = dataclasses.replace(t, tls=dataclasses.replace(t.tls, server_name="a..b"))
+        prober = RestProber()
+        result = prober.run(bad)
+        gc.collect()  # a leaked SSLSocket would be reported here (warnings are errors)
+    assert (result.reason, result.failed_phase) == (FailureReason.TLS, Phase.CONNECT)
+    assert "'a..b' is not a host name TLS can send" in result.error
+    assert double.paths == [] and prober.ledger.snapshot() == {}
 
 
 def test_grpc_tls_is_inspected_once_per_interval_on_a_connection_of_its_own(

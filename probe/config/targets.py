@@ -31,7 +31,7 @@ from probe.config.settings import (
 )
 from probe.config.values import format_duration, int_in, parse_bool, parse_duration, string
 from probe.milvus.auth import Credentials, Secret, SecretFile
-from probe.targets import Canary, Endpoint, Target, TLSFiles
+from probe.targets import Canary, Endpoint, Target, TLSFiles, tls_server_name
 
 
 def check_pool_and_handler(raw: Mapping[Any, Any], where: str, issues: Issues) -> None:
@@ -258,6 +258,11 @@ def validate_target(
             "ca_pem_path",
         )
     }
+    if tls_values["server_name"]:
+        try:
+            tls_server_name(tls_values["server_name"])
+        except ValueError as exc:
+            issues.add(f"{where}.server_name", str(exc))
     tls_files = {k: v for k, v in tls_values.items() if v and k != "server_name"}
     use_tls = bool(secure) or uri_secure or (secure is None and bool(tls_files))
     if tls_files and secure is False:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from probe.probers import Failed
 from probe.result import FailureReason
-from probe.targets import Target
+from probe.targets import Target, tls_server_name
 
 MAX_HEADER_BYTES = 64 * 1024
 """Status line and headers together."""
@@ -272,6 +272,12 @@ def connect(
 ) -> Connection:
     """A TCP connection to the first address that takes it, TLS on top when `secure`."""
     failure: Failed | None = None
+    server_name = ""
+    if secure:
+        try:
+            server_name = tls_server_name((target.tls.server_name if target.tls else None) or host)
+        except ValueError as exc:  # before a socket exists: nothing to leak
+            raise Failed(FailureReason.TLS, phase, str(exc)) from None
     for address in addresses:
         remaining = deadline - clock()
         if remaining <= 0:
@@ -298,7 +304,6 @@ def connect(
         if not secure:
             return Connection(sock, host_header)
         assert context is not None
-        server_name = (target.tls.server_name if target.tls else None) or host
         try:
             sock.settimeout(max(deadline - clock(), 0.001))
             tls_sock = context.wrap_socket(sock, server_hostname=server_name)

@@ -10,6 +10,24 @@ from probe.milvus.auth import Credentials
 from probe.result import RpcMethod
 
 
+def tls_server_name(name: str) -> str:
+    """`name` as TLS sends it (SNI) and checks it against a certificate: IDNA-encoded, as
+    the ssl module would; ValueError says why a name can't be sent.
+
+    Check a name with this *before* `SSLContext.wrap_socket`: the ssl module encodes the
+    name only after taking the socket over, and a UnicodeError then leaves a connected
+    SSLSocket nobody can close (a connection held until the garbage collector runs)."""
+    shown = repr(name[:80]) + ("..." if len(name) > 80 else "")
+    try:
+        encoded = name.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        why = exc.__cause__ or exc
+        raise ValueError(f"{shown} is not a host name TLS can send ({why})") from None
+    if not encoded or "\x00" in encoded:
+        raise ValueError(f"{shown} is not a host name TLS can send")
+    return encoded
+
+
 @dataclass(frozen=True)
 class TLSFiles:
     """TLS settings of one target, named as pymilvus names them."""
