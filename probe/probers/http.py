@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from probe.probers import Failed
 from probe.result import FailureReason
@@ -36,6 +38,42 @@ class Answer:
     body: bytes
     reusable: bool
     """Whether the server left the connection open for another request."""
+
+
+_made = threading.local()
+"""The SSLSocket `wrap_socket` made last in this thread (see `_SSLSocket`)."""
+
+
+class _SSLSocket(ssl.SSLSocket):
+    """`wrap_socket`'s socket, remembered the moment it exists.
+
+    The ssl module takes the socket's descriptor over before it checks the peer: when the
+    peer reset the connection before the handshake (a server shutting down, its backlog
+    reset), its probe read raises ECONNRESET and the new SSLSocket is dropped unclosed, a
+    connection held until the garbage collector comes. `wrap_socket` closes it."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _SSLSocket:
+        made = super().__new__(cls, *args, **kwargs)
+        _made.sock = made
+        return made
+
+
+def wrap_socket(context: ssl.SSLContext, sock: socket.socket, **kwargs: Any) -> ssl.SSLSocket:
+    """`context.wrap_socket(sock, **kwargs)` that leaves no socket open when it fails: on
+    any exception both the plain socket and the SSLSocket it became are closed."""
+    context.sslsocket_class = _SSLSocket
+    _made.sock = None
+    try:
+        return context.wrap_socket(sock, **kwargs)
+    except BaseException:
+        made, _made.sock = _made.sock, None
+        with contextlib.suppress(OSError):
+            if made is not None:
+                made.close()
+            sock.close()
+        raise
+    finally:
+        _made.sock = None
 
 
 def tls_context(target: Target) -> ssl.SSLContext:
@@ -306,15 +344,12 @@ def connect(
         assert context is not None
         try:
             sock.settimeout(max(deadline - clock(), 0.001))
-            tls_sock = context.wrap_socket(sock, server_hostname=server_name)
+            tls_sock = wrap_socket(context, sock, server_hostname=server_name)
         except TimeoutError:
-            sock.close()
             raise Failed(FailureReason.TIMEOUT, phase, "no TLS handshake in time") from None
         except ssl.SSLError as exc:
-            sock.close()
             raise Failed(FailureReason.TLS, phase, f"TLS handshake failed: {exc}") from None
         except OSError as exc:
-            sock.close()
             raise Failed(
                 FailureReason.TLS,
                 phase,
