@@ -230,18 +230,15 @@ def latency_chart(
 @functools.lru_cache(maxsize=16)
 def _log_axis(size: Size, low: float, high: float) -> str:
     """The grid and labels of a latency chart's log axis from `low` to `high` seconds."""
-    plot_w = size.width - size.left - 8
     plot_h = size.height - size.top - size.bottom
     bottom = size.top + plot_h
-    parts = []
-    for tick in _log_ticks(low, high)[2]:
-        ty = bottom - math.log10(tick / low) / math.log10(high / low) * plot_h
-        parts.append(
-            f'<line x1="{size.left}" x2="{size.left + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" '
-            f'stroke="#e8eaed"/><text x="{size.left - 4}" y="{ty + size.font * 0.35:.1f}" '
-            f'text-anchor="end" fill="#5f6368">{html.escape(_tick(tick))}</text>'
-        )
-    return "".join(parts)
+    return _grid(
+        size,
+        [
+            (bottom - math.log10(tick / low) / math.log10(high / low) * plot_h, _tick(tick))
+            for tick in _log_ticks(low, high)[2]
+        ],
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -451,19 +448,26 @@ def _strokes(
 @functools.lru_cache(maxsize=16)
 def _linear_axis(size: Size, top_tick: float) -> str:
     """The grid and labels of a bar chart's axis from 0 to `top_tick` in quarters."""
-    plot_w = size.width - size.left - 8
     plot_h = size.height - size.top - size.bottom
     bottom = size.top + plot_h
-    parts = []
-    for k in range(5):
-        tick = top_tick * k / 4
-        ty = bottom - tick / top_tick * plot_h
-        parts.append(
-            f'<line x1="{size.left}" x2="{size.left + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" '
-            f'stroke="#e8eaed"/><text x="{size.left - 4}" y="{ty + size.font * 0.35:.1f}" '
-            f'text-anchor="end" fill="#5f6368">{html.escape(_tick(tick) if tick else "0")}</text>'
-        )
-    return "".join(parts)
+    return _grid(
+        size,
+        [
+            (bottom - k / 4 * plot_h, _tick(top_tick * k / 4) if k else "0")
+            for k in range(5)
+        ],
+    )
+
+
+def _grid(size: Size, lines: list[tuple[float, str]]) -> str:
+    """Horizontal grid lines across the plot at the given y, each labelled on the left."""
+    plot_w = size.width - size.left - 8
+    return "".join(
+        f'<line x1="{size.left}" x2="{size.left + plot_w}" y1="{ty:.1f}" y2="{ty:.1f}" '
+        f'stroke="#e8eaed"/><text x="{size.left - 4}" y="{ty + size.font * 0.35:.1f}" '
+        f'text-anchor="end" fill="#5f6368">{html.escape(label)}</text>'
+        for ty, label in lines
+    )
 
 
 @functools.lru_cache(maxsize=16)

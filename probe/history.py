@@ -542,14 +542,7 @@ class _Track:
                 and not any(m >= first + j for m in self.large)
             ):
                 out = [  # a row a column, no failure: the default page's case, in one go
-                    Column(
-                        (first + k) * resolution,
-                        resolution,
-                        count,
-                        _NONE,
-                        _SECONDS[p50],
-                        _SECONDS[p99],
-                    )  # fmt: skip
+                    _column(first + k, 1, resolution, count, _NONE, p50, p99)
                     for k, count, p50, p99 in zip(
                         range(j, n), attempts[j:], p50s[j:], p99s[j:], strict=True
                     )
@@ -574,29 +567,11 @@ class _Track:
                         p99 = max(p99, now[4])
                         now = None
                     ranked.sort()
-                    out.append(
-                        Column(
-                            group * per * resolution,
-                            per * resolution,
-                            count,
-                            failures,
-                            _SECONDS[ranked[len(ranked) // 2] if ranked else 0],
-                            _SECONDS[p99],
-                        )  # fmt: skip
-                    )
+                    p50 = ranked[len(ranked) // 2] if ranked else 0
+                    out.append(_column(group, per, resolution, count, failures, p50, p99))
                 j = end
         if now is not None:
-            group, count, failures, p50, p99 = now
-            out.append(
-                Column(
-                    group * per * resolution,
-                    per * resolution,
-                    count,
-                    failures,
-                    _SECONDS[p50],
-                    _SECONDS[p99],
-                )  # fmt: skip
-            )
+            out.append(_column(now[0], per, resolution, *now[1:]))
         return out
 
     def _exact(
@@ -666,6 +641,16 @@ _PER = (1, 2, 3, 5, 10, 15, 20, 30, 60, 120, 180, 360, 720, 1440)
 """Rows to a chart column: numbers of minutes a clock divides evenly."""
 _NONE: dict[str, int] = {}
 """The failures of a row without any (shared: never written to)."""
+
+
+def _column(
+    group: int, per: int, resolution: float, count: int, failures: dict[str, int], p50: int,
+    p99: int,
+) -> Column:  # fmt: skip
+    """Column `group` of `per` rows, its latencies given as bucket codes."""
+    return Column(
+        group * per * resolution, per * resolution, count, failures, _SECONDS[p50], _SECONDS[p99]
+    )
 
 
 def _added(failures: dict[str, int], more: dict[str, int]) -> dict[str, int]:
