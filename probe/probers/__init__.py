@@ -21,7 +21,7 @@ import dataclasses
 import enum
 import importlib
 import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from probe.probers.ledger import ConnectionLedger
 from probe.result import FailureReason, ProbeResult
@@ -79,10 +79,20 @@ class Failed(Exception):
 
 
 class Prober(Protocol):
-    """One kind of probe."""
+    """One kind of probe. `BaseProber` gives the optional parts their defaults."""
 
-    phases: tuple[str, ...]
+    phases: ClassVar[tuple[str, ...]]
     """Every phase a cycle of this kind may report, in order (series exist from the start)."""
+    occasional_phases: ClassVar[tuple[str, ...]]
+    """Phases a cycle runs only now and then (gRPC: info, once per connect-interval):
+    history keeps their figures aside instead of in every row."""
+    runs_canary: ClassVar[bool]
+    """Whether the kind runs the data-plane canary (Probers hands it the CanarySetups)."""
+
+    @classmethod
+    def phases_for(cls, target: Target) -> tuple[str, ...]:
+        """The phases a cycle against `target` may report (the canary adds its own)."""
+        ...
 
     def run(self, target: Target, info: InfoMode = InfoMode.NONE) -> ProbeResult:
         """One cycle: open a fresh connection, prove it can talk, close it. Never raises."""
@@ -91,6 +101,18 @@ class Prober(Protocol):
     def forget(self, target: Target) -> None:
         """The target is gone: drop whatever is kept about it."""
         ...
+
+
+class BaseProber:
+    """Defaults for the optional parts of `Prober`."""
+
+    phases: ClassVar[tuple[str, ...]] = ()
+    occasional_phases: ClassVar[tuple[str, ...]] = ()
+    runs_canary: ClassVar[bool] = False
+
+    @classmethod
+    def phases_for(cls, target: Target) -> tuple[str, ...]:
+        return cls.phases
 
 
 def prober_class(protocol: str) -> type[Prober]:
@@ -102,22 +124,15 @@ def prober_class(protocol: str) -> type[Prober]:
 
 def phases_of(target: Target | str) -> tuple[str, ...]:
     """Every phase a cycle against `target` may report (for a protocol name: its kind's
-    phases). A prober with `phases_for(target)` adds per-target phases (the canary's)."""
+    phases, before any per-target ones such as the canary's)."""
     if isinstance(target, str):
         return prober_class(target).phases
-    cls = prober_class(target.protocol)
-    phases_for = getattr(cls, "phases_for", None)
-    if phases_for is None:
-        return cls.phases
-    found: tuple[str, ...] = phases_for(target)
-    return found
+    return prober_class(target.protocol).phases_for(target)
 
 
 def occasional_phases_of(target: Target) -> tuple[str, ...]:
-    """The phases of `target` a cycle runs only now and then (gRPC: info, once per
-    connect-interval): history keeps their figures aside instead of in every row."""
-    found: tuple[str, ...] = getattr(prober_class(target.protocol), "occasional_phases", ())
-    return found
+    """The phases of `target` a cycle runs only now and then."""
+    return prober_class(target.protocol).occasional_phases
 
 
 class Probers:
@@ -161,9 +176,9 @@ class Probers:
         with self._lock:
             prober = self._probers.get(protocol)
             if prober is None:
-                cls: type = prober_class(protocol)
+                cls: Any = prober_class(protocol)
                 kwargs: dict[str, Any] = {"ledger": self.ledger}
-                if getattr(cls, "runs_canary", False):
+                if cls.runs_canary:
                     kwargs["setups"] = self.canary_setups
                 prober = self._probers[protocol] = cls(**kwargs)
             return prober

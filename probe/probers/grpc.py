@@ -26,7 +26,7 @@ from probe.milvus.channel import (
     resolve,
     wait_until_ready,
 )
-from probe.probers import ERROR_TEXT_LIMIT, Failed, InfoMode
+from probe.probers import ERROR_TEXT_LIMIT, BaseProber, Failed, InfoMode
 from probe.probers import canary as canary_steps
 from probe.probers.canary import CanaryCounter, CanarySetups, Setup, SetupError
 from probe.probers.ledger import ConnectionLedger
@@ -172,14 +172,13 @@ class _Cycle:
     canary_number: int = 0
 
 
-class GrpcProber:
+class GrpcProber(BaseProber):
     """Runs gRPC cycles against targets. Thread-safe; one instance serves every target."""
 
     phases = tuple(Phase)
     occasional_phases = (Phase.INFO,)
     """GetVersion (and Connect) run once per connect-interval, not every cycle."""
     runs_canary = True
-    """Probers hands it the shared CanarySetups."""
 
     @classmethod
     def phases_for(cls, target: Target) -> tuple[str, ...]:
