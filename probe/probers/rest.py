@@ -186,12 +186,7 @@ class RestProber(BaseProber):
         with self._lock:
             context = self._contexts.get(target)
         if context is None:
-            try:
-                context = tls_context(target)
-            except (OSError, ssl.SSLError) as exc:
-                raise Failed(
-                    FailureReason.ERROR, Phase.CONNECT, f"cannot load the TLS files: {exc}"
-                ) from None
+            context = tls_context(target, Phase.CONNECT)
             with self._lock:
                 self._contexts[target] = context
         return context
