@@ -145,6 +145,17 @@ class Health:
                 for state in self._states.values():
                     state.history = deque(state.history, maxlen=history_size)
 
+    def observe_view(self, target: Target, view: ManagementView | TlsView) -> None:
+        """Take a side check's view (management port or certificates) of `target`."""
+        with self._lock:
+            state = self._states.get(target.alias)
+            if state is None or state.target.address != target.address:
+                return
+            if isinstance(view, ManagementView):
+                state.management = view
+            else:
+                state.tls = view
+
     def observe(self, result: ProbeResult) -> Change | None:
         """Take a cycle's result; return a Change when the target flipped up/down."""
         with self._lock:
