@@ -116,7 +116,7 @@ class App:
         self.hub.listen(
             lambda diff: self.health.set_targets(diff.current, first_round=diff.first_round)
         )
-        self.hub.sink(lambda _, result: self.metrics.record(result))
+        self.hub.sink(self.metrics.record)
         self.hub.sink(self._health_sink)
         self.hub.view_sink(self.metrics.record_view)
         self.hub.view_sink(self.health.observe_view)

@@ -7,9 +7,9 @@ counting proxy) and is re-exported here for the tests' convenience.
 from __future__ import annotations
 
 import base64
-import queue
 import datetime
 import ipaddress
+import queue
 import socket
 import struct
 import subprocess
