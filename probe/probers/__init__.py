@@ -24,7 +24,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 from probe.probers.ledger import ConnectionLedger
-from probe.result import FailureReason, ProbeResult
+from probe.result import Dial, FailureReason, ProbeResult
 from probe.targets import Target
 
 if TYPE_CHECKING:
@@ -72,10 +72,13 @@ class Failed(Exception):
         *,
         status_code: int | None = None,
         code: str | None = None,
+        dials: tuple[Dial, ...] = (),
     ) -> None:
         super().__init__(error)
         self.reason, self.phase, self.error = reason, phase, error
         self.status_code, self.code = status_code, code
+        self.dials = dials
+        """What each address did, when the failure ended a dial."""
 
 
 class Prober(Protocol):
