@@ -22,6 +22,7 @@ import pytest
 
 from kit.dns import DnsResponder
 from kit.proxy import CountingProxy
+from kit.scrape import Scrape
 from kit.wait import wait_until
 from probe.probers import Failed
 from probe.probers.http import dial
@@ -288,19 +289,22 @@ def test_a_dual_stack_name_with_a_dead_first_address_succeeds_on_the_second(
         with daemon(space.ns, agent, tmp_path / "daemon.log", free_port(),
                     "--uri", f"{DUAL}:{port}", "--probe.interval", "300ms",
                     "--probe.timeout", "250ms") as d:  # fmt: skip
-            m = wait_until(lambda: (s := d.scrape()).total("milvus_probe_attempts_total") >= 5
-                           and s, 30, "five cycles")  # fmt: skip
-        # Stopped: every cycle is in the counts.
+
+            def between_cycles() -> tuple[tuple[int, int], Scrape] | None:
+                """Counts on both sides read with no connection open on either side."""
+                before, m, after = space.proxy.counts(), d.scrape(), space.proxy.counts()
+                quiet = before == after and before[0] == before[1]
+                quiet = quiet and m.total("milvus_probe_open_connections") == 0
+                return (after, m) if quiet and m.total("milvus_probe_attempts_total") >= 5 else None
+
+            (accepted, _), m = wait_until(between_cycles, 30, "five cycles, none in flight")
         attempts = m.total("milvus_probe_attempts_total")
         assert m.total("milvus_probe_failures_total") == 0
         opened = m.total("milvus_probe_connections_opened_total")
-        closed = m.total("milvus_probe_connections_closed_total")
-        assert opened == closed
-        accepted, ended = space.proxy.counts()
-        # Two channels per cycle (::1 refused, 127.0.0.1), one connection at the server.
-        assert opened >= 2 * attempts
-        wait_until(lambda: space.proxy.counts()[1] == accepted, 5, "the proxy to see them closed")
-        assert accepted - start[0] == opened / 2, (accepted, start, opened)
+        assert opened == m.total("milvus_probe_connections_closed_total")
+        # Two channels per cycle (::1 refused, then 127.0.0.1), one connection at the server.
+        assert opened == 2 * attempts
+        assert accepted - start[0] == attempts, (accepted, start, attempts)
     finally:
         agent.close()
 
@@ -343,7 +347,9 @@ def test_a_silent_first_address_gets_250ms_then_the_next_answers(
 
 
 def test_a_name_whose_only_address_refuses_is_refused_fast(space: Namespace) -> None:
-    port = free_port()
+    with space.ns.new_socket() as unused:  # a port free in the namespace, closed again
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
     took, done = space.check("--uri", f"{REFUSING}:{port}", "--timeout", "2s", "--output", "json")
     body = _json(done)
     assert (body["reason"], body["failed_phase"]) == ("refused", "connect"), body
