@@ -275,7 +275,7 @@ def _shape_key(r: ProbeResult) -> tuple[object, ...]:
     """Everything of a result but its id, times and phase seconds."""
     return (
         r.alias, r.target, r.method, r.success, r.protocol, r.reason, r.failed_phase, r.error,
-        r.status_code, r.addresses, r.healthy, r.health_reasons, r.quota_states, r.version,
+        r.status_code, r.addresses, r.dials, r.healthy, r.health_reasons, r.quota_states, r.version,
         r.server_info, r.facts, r.management, r.tls, r.visibility, tuple(r.phases),
     )  # fmt: skip
 
