@@ -294,11 +294,14 @@ def _phases_legend(phases: Sequence[str]) -> str:
     return f'<div class="legend">{"".join(items)}</div>'
 
 
-def _phases_seen(cycles: Cycles) -> list[str]:
+def _phases_seen(cycles: Cycles, series: Sequence[str]) -> list[str]:
+    """The phases the cycles ran, in the order the target's prober declares them (`series`),
+    not the order the kept cycles happened to show them in."""
     seen: dict[str, None] = {}
     for shape in {id(s): s for s in cycles.shapes}.values():
         seen.update(dict.fromkeys(str(p) for p in shape.phases))
-    return list(seen)
+    declared = [str(p) for p in series if str(p) in seen]
+    return declared + [p for p in seen if p not in declared]
 
 
 def _order(summary: Summary) -> tuple[int, str]:
@@ -390,7 +393,7 @@ def status_page(
             + "</figure><figure>"
             + charts.phase_bars(cycles, overview, "s", detail=False)
             + "<figcaption>phases of the last cycles</figcaption>"
-            + _phases_legend(_phases_seen(cycles))
+            + _phases_legend(_phases_seen(cycles, history.series(t.alias)))
             + "</figure></div>"
             f'<nav class="small"><a href="targets/{alias_q}?window={shown}">'
             f'details and failures</a><a href="probe?alias={alias_q}">probe now</a>'
@@ -471,7 +474,7 @@ def target_page(
         + f"<h2>Last {len(cycles)} cycles, by phase</h2>"
         + charts.phase_bars(cycles, charts.Size(1000, 220, 13), "wide")
         + charts.phase_bars(cycles, charts.Size(400, 180, 11), "narrow")
-        + _phases_legend(_phases_seen(cycles))
+        + _phases_legend(_phases_seen(cycles, history.series(alias)))
         + f"<h2>Last failures ({len(failures)})</h2>"
         + ("".join(failure_list) or '<p class="muted">none kept</p>')
         + "<h2>Last cycle</h2>"
