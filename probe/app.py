@@ -69,7 +69,7 @@ class App:
             self.registry, self.ledger, max_timeout, self.probers.canary_setups
         )
         self.metrics_app = metrics_app(self.registry)
-        self.health = Health(config.readiness, config.probe.history, clock=clock)
+        self.health = Health(config.readiness, clock=clock)
         self.history = History(config.history, config.probe.history)
         self.source = StaticTargetSource(config.targets)
         self.scheduler = Scheduler(
@@ -228,7 +228,7 @@ class App:
                     )
             if new.log_level != old.log_level:
                 logs.set_level(new.log_level)
-            self.health.configure(new.readiness, new.probe.history)
+            self.health.configure(new.readiness)
             self.history.configure(new.probe.history)
             self.config = new
             self.source.replace(new.targets)

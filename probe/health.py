@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -26,23 +25,11 @@ HEARTBEAT_STALE_AFTER = 10.0
 """Seconds without a scheduler heartbeat before /healthz fails (it beats every second)."""
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """The little kept of a past cycle, for the latency chart."""
-
-    started_at: float
-    duration: float
-    reason: FailureReason | None
-
-    @property
-    def success(self) -> bool:
-        return self.reason is None
-
-
 @dataclass
 class TargetState:
+    """Where one target stands for readiness (its recent cycles are probe.history's)."""
+
     target: Target
-    history: deque[HistoryEntry]
     last: ProbeResult | None = None
     passing: bool = False
     """Debounced by the thresholds; False until the first success_threshold successes."""
@@ -83,7 +70,6 @@ class Health:
     """All health state of the daemon. Thread-safe."""
 
     settings: ReadinessSettings
-    history_size: int = 60
     clock: Callable[[], float] = time.monotonic
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _states: dict[str, TargetState] = field(default_factory=dict)
@@ -131,19 +117,15 @@ class Health:
             for alias, target in wanted.items():
                 state = self._states.get(alias)
                 if state is None or state.target.address != target.address:
-                    self._states[alias] = TargetState(target, deque(maxlen=self.history_size))
+                    self._states[alias] = TargetState(target)
                     if first_round:
                         self._first_round.add(alias)
                 else:
                     state.target = target
 
-    def configure(self, settings: ReadinessSettings, history_size: int) -> None:
+    def configure(self, settings: ReadinessSettings) -> None:
         with self._lock:
             self.settings = settings
-            if history_size != self.history_size:
-                self.history_size = history_size
-                for state in self._states.values():
-                    state.history = deque(state.history, maxlen=history_size)
 
     def observe(self, result: ProbeResult) -> Change | None:
         """Take a cycle's result; return a Change when the target flipped up/down."""
@@ -153,7 +135,6 @@ class Health:
                 return None
             previous = state.last
             state.last = result
-            state.history.append(HistoryEntry(result.started_at, result.duration, result.reason))
             if result.version is not None or result.server_info is not None:
                 state.server_info = result
             if result.management is not None:

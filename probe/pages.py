@@ -15,7 +15,7 @@ from typing import Any
 
 import probe
 from probe.config.values import format_duration, parse_duration
-from probe.health import Check, HistoryEntry, TargetState
+from probe.health import Check, TargetState
 from probe.history import TOTAL, Bucket, Column, Cycles, History, Summary
 from probe.milvus.auth import SecretFile
 from probe.result import ProbeResult
@@ -40,8 +40,9 @@ def _phase_note(result: ProbeResult, phase: str) -> str:
     return "FAILED" if result.failed_phase == phase else ""
 
 
-def trace_text(result: ProbeResult, state: TargetState | None = None) -> str:
-    """A cycle as text, like blackbox_exporter's `debug=true`."""
+def trace_text(result: ProbeResult, recent: Cycles | None = None) -> str:
+    """A cycle as text, like blackbox_exporter's `debug=true`; with the target's `recent`
+    scheduled cycles (probe.history) summed up at the end."""
     lines = [
         f"Probe of alias={result.alias} target={result.target} "
         + (
@@ -80,17 +81,17 @@ def trace_text(result: ProbeResult, state: TargetState | None = None) -> str:
             f"go_version={si.go_version or '-'} deploy_mode={si.deploy_mode or '-'} "
             f"build_time={si.build_time or '-'}"
         )
-    if state is not None and state.history:
+    if recent:
         lines.append("")
-        lines.append(history_summary(list(state.history)))
+        lines.append(history_summary(recent))
     return "\n".join(lines) + "\n"
 
 
-def history_summary(history: Sequence[HistoryEntry]) -> str:
-    ok = [h for h in history if h.success]
-    text = f"last {len(history)} scheduled cycles: {len(ok)} succeeded"
+def history_summary(recent: Cycles) -> str:
+    ok = [k for k in range(len(recent)) if recent.shapes[k].success]
+    text = f"last {len(recent)} scheduled cycles: {len(ok)} succeeded"
     if ok:
-        durations = sorted(h.duration for h in ok)
+        durations = sorted(recent.duration(k) for k in ok)
         middle = len(durations) // 2  # sorted: the median without `statistics` (decimal, 0.5 MiB)
         median = (
             durations[middle] if len(durations) % 2 else sum(durations[middle - 1 : middle + 1]) / 2
@@ -99,17 +100,17 @@ def history_summary(history: Sequence[HistoryEntry]) -> str:
     return text
 
 
-def trace_json(result: ProbeResult, state: TargetState | None = None) -> str:
+def trace_json(result: ProbeResult, recent: Cycles | None = None) -> str:
     body: dict[str, Any] = result.to_dict()
-    if state is not None:
+    if recent is not None:
         body["history"] = [
             {
-                "started_at": h.started_at,
-                "duration_seconds": h.duration,
-                "success": h.success,
-                "reason": str(h.reason) if h.reason else None,
+                "started_at": recent.starts[k],
+                "duration_seconds": recent.duration(k),
+                "success": shape.success,
+                "reason": str(shape.reason) if shape.reason else None,
             }
-            for h in state.history
+            for k, shape in enumerate(recent.shapes)
         ]
     return json.dumps(body, indent=2) + "\n"
 

@@ -225,14 +225,3 @@ def test_changes_are_reported_on_flips_and_new_reasons_only() -> None:
     back = h.observe(result(db))
     assert back is not None and back.up and back.previous_reason is FailureReason.TIMEOUT
 
-
-def test_history_keeps_the_last_cycles() -> None:
-    h = health()
-    h.configure(h.settings, 3)
-    db = make("db")
-    h.set_targets([db])
-    for reason in (None, FailureReason.DNS, None, FailureReason.TLS):
-        h.observe(result(db, reason))
-    state = h.state("db")
-    assert state is not None
-    assert [e.reason for e in state.history] == [FailureReason.DNS, None, FailureReason.TLS]

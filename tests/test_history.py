@@ -230,6 +230,16 @@ def test_fewer_traces_on_reload_keeps_the_newest(clock: Clock) -> None:
     assert [r.trace_id for r in h.recent("a")] == [r.trace_id for r in results[-3:]]
 
 
+def test_the_last_cycles_are_kept_with_their_reasons(clock: Clock) -> None:
+    """The one store of recent cycles: what health's own deque used to keep (trace pages
+    sum these up)."""
+    h = history_of(clock, A, traces=60)
+    h.configure(3)
+    for k, reason in enumerate((None, FailureReason.DNS, None, FailureReason.TLS)):
+        h.observe(A, cycle(A, T0 + k) if reason is None else failure(A, T0 + k, reason))
+    assert [e.reason for e in h.recent("a")] == [FailureReason.DNS, None, FailureReason.TLS]
+
+
 def test_removed_and_replaced_targets_start_over(clock: Clock) -> None:
     h = history_of(clock, A, B)
     h.observe(A, failure(A, T0))
