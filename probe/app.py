@@ -99,15 +99,14 @@ class App:
         self.hub.listen(lambda diff: self.scheduler.update(diff.current))
         self.hub.listen(self._forget_removed)
         self.hub.listen(self.metrics.follow)
-        self.hub.listen(
-            lambda diff: self.health.set_targets(diff.current, first_round=diff.first_round)
-        )
+        self.hub.listen(self.health.follow)
         self.hub.sink(lambda _, result: self.metrics.record(result))
         self.hub.sink(self._health_sink)
         self.hub.listen(self.history.follow)
         self.hub.sink(self.history.observe)
         self._target_events = target_events
         if target_events is not None:
+            self.hub.listen(target_events.follow)
             self.hub.sink(target_events.observe)
 
     # ----------------------------------------------------------- lifecycle
@@ -186,7 +185,7 @@ class App:
         self.hub.publish(target, self.probers.run(target, InfoMode.SCHEDULED))
 
     def _health_sink(self, target: Target, result: ProbeResult) -> None:
-        change = self.health.observe(result)
+        change = self.health.observe(target, result)
         if change is None:
             return
         log_change(change)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from probe import logs
 from probe.config.settings import ReadinessPolicy, ReadinessSettings
+from probe.hub import TargetDiff
 from probe.result import FailureReason, ManagementView, ProbeResult, TlsView
 from probe.targets import Target
 
@@ -106,32 +107,32 @@ class Health:
 
     # ----------------------------------------------------------- targets
 
-    def set_targets(self, targets: Iterable[Target], *, first_round: bool = False) -> None:
-        """Follow the target list; keep state of targets whose alias stays."""
+    def follow(self, diff: TargetDiff) -> None:
+        """A hub listener: fresh state for each new generation (an added or replaced target),
+        none for removed ones; a target the hub kept keeps its state, with its new settings."""
         with self._lock:
-            wanted = {t.alias: t for t in targets}
-            for alias in list(self._states):
-                if alias not in wanted:
-                    del self._states[alias]
-                    self._first_round.discard(alias)
-            for alias, target in wanted.items():
-                state = self._states.get(alias)
-                if state is None or state.target.address != target.address:
-                    self._states[alias] = TargetState(target)
-                    if first_round:
-                        self._first_round.add(alias)
+            states: dict[str, TargetState] = {}
+            for target in diff.current:
+                state = self._states.get(target.alias)
+                if state is None or state.target.generation != target.generation:
+                    state = TargetState(target)
+                    if diff.first_round:
+                        self._first_round.add(target.alias)
                 else:
                     state.target = target
+                states[target.alias] = state
+            self._first_round &= states.keys()
+            self._states = states
 
     def configure(self, settings: ReadinessSettings) -> None:
         with self._lock:
             self.settings = settings
 
-    def observe(self, result: ProbeResult) -> Change | None:
-        """Take a cycle's result; return a Change when the target flipped up/down."""
+    def observe(self, target: Target, result: ProbeResult) -> Change | None:
+        """A hub sink: take `target`'s cycle; a Change when the target flipped up/down."""
         with self._lock:
-            state = self._states.get(result.alias)
-            if state is None or state.target.address != result.target:
+            state = self._states.get(target.alias)
+            if state is None or state.target.generation != target.generation:
                 return None
             previous = state.last
             state.last = result
@@ -141,7 +142,7 @@ class Health:
                 state.management = result.management
             if result.tls is not None:
                 state.tls = result.tls
-            self._first_round.discard(result.alias)
+            self._first_round.discard(target.alias)
             if result.success:
                 state.consecutive_successes += 1
                 state.consecutive_failures = 0
@@ -159,8 +160,8 @@ class Health:
         ):
             return None
         return Change(
-            alias=result.alias,
-            target=result.target,
+            alias=target.alias,
+            target=target.address,
             up=result.success,
             first=previous is None,
             reason=result.reason,

@@ -10,6 +10,11 @@ target with a new generation.
 Results come back through `publish()`, which hands them to the sinks (metrics, health,
 Events, history) only if the result's target still holds the table's generation — a
 late result of a removed or replaced target is dropped by construction.
+
+The generation is the one identity of a target: a sink keeps its state under the Target
+the hub hands it (by alias, as the table does, for the generation it holds) and starts
+over when a listener call brings a new generation. It never re-derives identity from
+the result's alias or address.
 """
 
 from __future__ import annotations
