@@ -43,6 +43,14 @@ SHUTDOWN_BUDGET = 1.5
 """Seconds shutdown may wait for cycles in flight (after closing their channels)."""
 
 
+def _longest_timeout(config: Config) -> float:
+    """The longest cycle any target may take: where latency buckets end."""
+    timeouts = [t.timeout for t in config.targets] + [config.probe.timeout]
+    if config.discovery is not None and config.discovery.template is not None:
+        timeouts.append(config.discovery.template.timeout)
+    return max(timeouts)
+
+
 class App:
     """The daemon. `start()`, then `reload()` as often as asked, then `stop()`."""
 
@@ -62,11 +70,13 @@ class App:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self.probers = Probers(max_concurrent=config.probe.max_concurrent)
+        self.probers = Probers(
+            max_concurrent=config.probe.max_concurrent,
+            on_internal_error=lambda where: self.metrics.internal_errors.labels(where).inc(),
+        )
         self.ledger = self.probers.ledger
-        max_timeout = max([t.timeout for t in config.targets] + [config.probe.timeout])
         self.metrics = ProbeMetrics(
-            self.registry, self.ledger, max_timeout, self.probers.canary_setups
+            self.registry, self.ledger, _longest_timeout(config), self.probers.canary_setups
         )
         self.metrics_app = metrics_app(self.registry)
         self.health = Health(config.readiness, clock=clock)
@@ -78,6 +88,7 @@ class App:
             heartbeat=self.health.heartbeat,
             on_lag=self.metrics.schedule_lag.observe,
             on_missed=self.metrics.missed_cycle,
+            on_crash=lambda: self.metrics.internal_errors.labels("scheduler").inc(),
             clock=clock,
         )
         pprof = LazyProfiling(config.profiling, SECRET_FLAGS) if config.profiling.enabled else None
@@ -95,13 +106,18 @@ class App:
 
         # The wiring. Listeners hear of target changes in this order: the scheduler
         # first, so a removed target is never scheduled again once its series are gone.
-        self.hub = Hub()
+        self.hub = Hub(on_sink_error=lambda: self.metrics.internal_errors.labels("sink").inc())
+        self._table_lock = threading.Lock()
+        """Held from reading the target sources to the hub's update: one writer at a time,
+        so a slow writer can't put an older list back after a newer one."""
         self.hub.listen(lambda diff: self.scheduler.update(diff.current))
         self.hub.listen(self._forget_removed)
         self.hub.listen(self.metrics.follow)
         self.hub.listen(self.health.follow)
         self.hub.sink(lambda _, result: self.metrics.record(result))
         self.hub.sink(self._health_sink)
+        self.hub.view_sink(self.metrics.record_view)
+        self.hub.view_sink(self.health.observe_view)
         self.hub.listen(self.history.follow)
         self.hub.sink(self.history.observe)
         self._target_events = target_events
@@ -122,12 +138,17 @@ class App:
         discovered = self.cluster.discovered() if self.cluster else []
         return static + [t for t in discovered if t.alias not in taken]
 
+    def _refresh_targets(self, first_round: bool = False) -> None:
+        """The one writer of the target table: the sources' lists, merged, to the hub."""
+        with self._table_lock:
+            self.hub.update(self._current_targets(), first_round=first_round)
+
     def start(self) -> None:
         warm_up()
-        self.source.subscribe(lambda _: self.hub.update(self._current_targets()))
+        self.source.subscribe(lambda _: self._refresh_targets())
         if self.cluster is not None:
-            self.cluster.start(lambda: self.hub.update(self._current_targets()))
-        self.hub.update(self._current_targets(), first_round=True)
+            self.cluster.start(self._refresh_targets)
+        self._refresh_targets(first_round=True)
         # What exists now (modules, config, targets and their series) lives as long as
         # the process: keep it out of the collector's full passes (40 ms at 1,000
         # targets), whose pauses would land inside cycles and read as Milvus latency.
@@ -159,6 +180,7 @@ class App:
         self.hub.close()
         self.health.stopping()
         self.scheduler.stop(timeout=0.5)
+        self.probers.close()
         self.source.stop()
         if self.cluster is not None:
             self.cluster.stop()
@@ -182,7 +204,9 @@ class App:
             self.probers.forget(target)
 
     def _run_scheduled(self, target: Target) -> None:
-        self.hub.publish(target, self.probers.run(target, InfoMode.SCHEDULED))
+        result = self.probers.run(target, InfoMode.SCHEDULED)
+        self.hub.publish(target, result)
+        self.probers.beside(target, result, lambda view: self.hub.publish_view(target, view))
 
     def _health_sink(self, target: Target, result: ProbeResult) -> None:
         change = self.health.observe(target, result)
@@ -227,6 +251,12 @@ class App:
                     )
             if new.log_level != old.log_level:
                 logs.set_level(new.log_level)
+            if self.metrics.follow_timeout(_longest_timeout(new)):
+                logger.warning(
+                    "a timeout grew past the latency buckets: buckets now end at the new "
+                    "timeout and every latency histogram starts again from 0",
+                    extra=logs.fields(bucket_top=f"{self.metrics.bucket_top:g}s"),
+                )
             self.health.configure(new.readiness)
             self.history.configure(new.probe.history)
             self.config = new

@@ -128,6 +128,17 @@ class Health:
         with self._lock:
             self.settings = settings
 
+    def observe_view(self, target: Target, view: ManagementView | TlsView) -> None:
+        """A hub view sink: take a side check's view (management port or certificates)."""
+        with self._lock:
+            state = self._states.get(target.alias)
+            if state is None or state.target.generation != target.generation:
+                return
+            if isinstance(view, ManagementView):
+                state.management = view
+            else:
+                state.tls = view
+
     def observe(self, target: Target, result: ProbeResult) -> Change | None:
         """A hub sink: take `target`'s cycle; a Change when the target flipped up/down."""
         with self._lock:

@@ -9,12 +9,17 @@ target with a new generation.
 
 Results come back through `publish()`, which hands them to the sinks (metrics, health,
 Events, history) only if the result's target still holds the table's generation — a
-late result of a removed or replaced target is dropped by construction.
+late result of a removed or replaced target is dropped by construction. The checks
+beside the cycles (management port, TLS inspection) end on their own schedule and come
+back the same way through `publish_view()`.
 
 The generation is the one identity of a target: a sink keeps its state under the Target
 the hub hands it (by alias, as the table does, for the generation it holds) and starts
 over when a listener call brings a new generation. It never re-derives identity from
 the result's alias or address.
+
+A sink that raises does not stop the others: it is logged and counted
+(`on_sink_error`), and the rest still see the result.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from probe import logs
-from probe.result import ProbeResult
+from probe.result import ManagementView, ProbeResult, TlsView
 from probe.targets import Target
 
 logger = logging.getLogger(__name__)
@@ -55,17 +61,21 @@ class TargetDiff:
 Listener = Callable[[TargetDiff], None]
 Sink = Callable[[Target, ProbeResult], None]
 """Takes a current target's result. Called under the hub's lock: be quick, never block."""
+ViewSink = Callable[[Target, ManagementView | TlsView], None]
+"""Takes a side check's view of a current target, under the same rules."""
 
 
 class Hub:
     """The target table (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_sink_error: Callable[[], None] = lambda: None) -> None:
         self._lock = threading.Lock()
         self._table: dict[str, Target] = {}
         self._generation = 0
         self._listeners: list[Listener] = []
         self._sinks: list[Sink] = []
+        self._view_sinks: list[ViewSink] = []
+        self._on_sink_error = on_sink_error
         self._closed = False
 
     def listen(self, listener: Listener) -> None:
@@ -73,6 +83,9 @@ class Hub:
 
     def sink(self, sink: Sink) -> None:
         self._sinks.append(sink)
+
+    def view_sink(self, sink: ViewSink) -> None:
+        self._view_sinks.append(sink)
 
     def update(self, targets: Iterable[Target], *, first_round: bool = False) -> None:
         """Make `targets` the table; tell the listeners what changed."""
@@ -101,12 +114,25 @@ class Hub:
 
     def publish(self, target: Target, result: ProbeResult) -> bool:
         """Hand a result to the sinks; False (dropped) if its target left the table."""
+        return self._deliver(target, result, self._sinks)
+
+    def publish_view(self, target: Target, view: ManagementView | TlsView) -> bool:
+        """Hand a side check's view to the view sinks; False if its target left the table."""
+        return self._deliver(target, view, self._view_sinks)
+
+    def _deliver(self, target: Target, item: Any, sinks: list[Any]) -> bool:
         with self._lock:
             current = self._table.get(target.alias)
             if self._closed or current is None or current.generation != target.generation:
                 return False
-            for sink in self._sinks:
-                sink(current, result)
+            for sink in sinks:
+                try:
+                    sink(current, item)
+                except Exception:  # one sink's bug must not keep the result from the rest
+                    logger.exception(
+                        "a sink failed to take a result", extra=logs.fields(alias=target.alias)
+                    )
+                    self._on_sink_error()
             return True
 
     def close(self) -> None:

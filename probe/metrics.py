@@ -50,7 +50,14 @@ from probe.hub import TargetDiff
 from probe.probers import phases_of
 from probe.probers.canary import SETUP_RESULTS, CanarySetups
 from probe.probers.ledger import ConnectionLedger
-from probe.result import QUOTA_NONE, QUOTA_STATES, FailureReason, ProbeResult
+from probe.result import (
+    QUOTA_NONE,
+    QUOTA_STATES,
+    FailureReason,
+    ManagementView,
+    ProbeResult,
+    TlsView,
+)
 from probe.targets import Target
 
 PREFIX = "milvus_probe"
@@ -74,6 +81,11 @@ at half the series of the cycle's buckets (five phases per target)."""
 VISIBILITY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """The canary's write → visible time: ~1 ms on milvus-lite, up to a time tick (200 ms by
 default) on a real Milvus reading strongly."""
+
+
+INTERNAL_ERROR_PLACES = ("prober", "management", "tls", "sink", "scheduler")
+"""Where `milvus_probe_internal_errors_total{where}` counts the probe breaking: a prober's
+cycle, a side check, a sink taking a result, the scheduler running a cycle."""
 
 
 def latency_buckets(max_timeout: float, base: tuple[float, ...] = CYCLE_BUCKETS) -> list[float]:
@@ -525,6 +537,15 @@ class ProbeMetrics:
             registry=registry,
         )
         self.targets = Gauge(f"{PREFIX}_targets", "Targets being probed.", registry=registry)
+        self.internal_errors = Counter(
+            f"{PREFIX}_internal_errors",
+            "Times the probe itself broke (its own bug, or an answer it could not handle): "
+            "the cycle ended as reason probe_error, which says nothing about Milvus.",
+            ("where",),
+            registry=registry,
+        )
+        for where in INTERNAL_ERROR_PLACES:
+            self.internal_errors.labels(where)
         self.reload_failures = Counter(
             f"{PREFIX}_config_reload_failures", "Configuration reloads rejected.", registry=registry
         )
@@ -547,6 +568,32 @@ class ProbeMetrics:
             registry=registry,
         )
         build.labels(probe.__version__, platform.python_version(), grpc.__version__).set(1)
+
+    @property
+    def bucket_top(self) -> float:
+        """The highest finite latency bucket: the longest timeout seen."""
+        return self._cycle.bounds[-1]
+
+    def follow_timeout(self, max_timeout: float) -> bool:
+        """A reload raised the longest timeout: cut new latency buckets at it and start
+        every latency histogram again, so cycles longer than the old timeout are not all
+        lumped into +Inf (histogram_quantile would report the old timeout). Histograms
+        restart from 0, which rate() reads as a counter reset. True if they did."""
+        if max_timeout <= self.bucket_top:
+            return False  # shorter timeouts: the buckets still tell the truth
+        cycle = _Buckets(latency_buckets(max_timeout))
+        phase = _Buckets(latency_buckets(max_timeout, PHASE_BUCKETS))
+        visibility = _Buckets(latency_buckets(max_timeout, VISIBILITY_BUCKETS))
+        with self._lock:
+            self._cycle, self._phase, self._visibility = cycle, phase, visibility
+            for s in self._series.values():
+                s.duration = _Histogram(cycle, exemplars=True)
+                s.phase_buckets = phase
+                s.phases = {p: _Histogram(phase) for p in s.phases}
+                if s.visibility is not None:
+                    s.visibility = _Histogram(visibility)
+                s.text = s.exemplar_text = None
+        return True
 
     def add_target(self, target: Target) -> None:
         """Create the target's series at 0."""
@@ -603,19 +650,24 @@ class ProbeMetrics:
                 s.quota = {state: 1 if state in present else 0 for state in QUOTA_LABELS}
             if result.version is not None or result.server_info is not None:
                 s.info = _server_info(s.info, result)
-            view = result.management
-            if view is not None and s.management is not None:
-                s.management.healthy = 1 if view.healthy else 0
-                s.management.duration = view.duration
-                s.management.components = {c.name: int(c.healthy) for c in view.components}
-                if view.reason is not None:
-                    s.management.failures[view.reason] += 1
-            if result.tls is not None and result.tls.chain:
-                leaf = result.tls.chain[0]
-                s.tls_expiry = result.tls.earliest_expiry
-                s.tls_info = (result.tls.version, leaf.subject, leaf.issuer, leaf.serial)
+            if result.management is not None:
+                _record_management(s, result.management)
+            if result.tls is not None:
+                _record_tls(s, result.tls)
             if result.visibility is not None and s.visibility is not None:
                 s.visibility.observe(result.visibility)
+
+    def record_view(self, target: Target, view: ManagementView | TlsView) -> None:
+        """A side check's view (management port or certificates), when it arrives."""
+        with self._lock:
+            s = self._series.get((target.alias, target.address))
+            if s is None:
+                return
+            s.text = s.exemplar_text = None
+            if isinstance(view, ManagementView):
+                _record_management(s, view)
+            else:
+                _record_tls(s, view)
 
     def missed_cycle(self, target: Target) -> None:
         with self._lock:
@@ -623,6 +675,23 @@ class ProbeMetrics:
             if s is not None:  # a removed target's series must not come back
                 s.text = None
                 s.missed += 1
+
+
+def _record_management(s: _Series, view: ManagementView) -> None:
+    if s.management is None:
+        return
+    s.management.healthy = 1 if view.healthy else 0
+    s.management.duration = view.duration
+    s.management.components = {c.name: int(c.healthy) for c in view.components}
+    if view.reason is not None:
+        s.management.failures[view.reason] += 1
+
+
+def _record_tls(s: _Series, view: TlsView) -> None:
+    if view.chain:
+        leaf = view.chain[0]
+        s.tls_expiry = view.earliest_expiry
+        s.tls_info = (view.version, leaf.subject, leaf.issuer, leaf.serial)
 
 
 def _server_info(previous: tuple[str, ...] | None, result: ProbeResult) -> tuple[str, ...]:

@@ -30,6 +30,9 @@ class FailureReason(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     QUOTA_EXCEEDED = "quota_exceeded"
     ERROR = "error"
+    PROBE_ERROR = "probe_error"
+    """The probe itself broke (a bug, an unexpected answer it could not handle): nothing
+    is known of the target. Counted apart (`milvus_probe_internal_errors_total`)."""
 
     @property
     def is_connection_failure(self) -> bool:

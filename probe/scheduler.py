@@ -51,6 +51,7 @@ class Scheduler:
         heartbeat: Callable[[], None] = lambda: None,
         on_lag: Callable[[float], None] = lambda seconds: None,
         on_missed: Callable[[Target], None] = lambda target: None,
+        on_crash: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         first_round_spread: float = 1.0,
@@ -59,6 +60,7 @@ class Scheduler:
         self._heartbeat = heartbeat
         self._on_lag = on_lag
         self._on_missed = on_missed
+        self._on_crash = on_crash
         self._clock = clock
         self._rng = rng or random.Random()
         self._spread = first_round_spread
@@ -196,6 +198,7 @@ class Scheduler:
             self._run(entry.target)
         except Exception:  # a bug in one cycle must not stop the schedule
             logger.exception("probe cycle for alias=%s crashed", entry.target.alias)
+            self._on_crash()
         finally:
             self._finish(entry)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import ipaddress
+import queue
 import socket
 import struct
 import subprocess
@@ -37,6 +38,8 @@ from kit.scrape import scrape as scrape
 from kit.wait import wait_until as wait_until
 from probe.config import Sources, load
 from probe.milvus import wire_pb2 as wire
+from probe.probers import Probers
+from probe.result import ManagementView, ProbeResult, TlsView
 from probe.targets import Target
 
 SERVICE = "milvus.proto.milvus.MilvusService"
@@ -49,6 +52,16 @@ def target(**fields: Any) -> Target:
     config = load(Sources(flags=flags, environ={}))
     assert len(config.targets) == 1
     return config.targets[0]
+
+
+def side_views(
+    probers: Probers, t: Target, result: ProbeResult, timeout: float = 10.0
+) -> list[ManagementView | TlsView]:
+    """Start the side checks due after a scheduled cycle's `result`, as the daemon does,
+    and wait for the views they bring (each check delivers one)."""
+    views: queue.Queue[ManagementView | TlsView] = queue.Queue()
+    started = probers.beside(t, result, views.put)
+    return [views.get(timeout=timeout) for _ in range(started)]
 
 
 def attempts(port: int, alias: str) -> float:
@@ -371,6 +384,12 @@ class SilentServer:
         self._sock.close()
         for conn in self.connections:
             conn.close()
+
+    def __enter__(self) -> SilentServer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
 
 # --------------------------------------------------------------------------- TLS

@@ -248,7 +248,7 @@ def test_every_phase_of_every_prober_kind_has_its_own_colour() -> None:
 
 
 def test_every_failure_reason_has_its_own_colour() -> None:
-    reasons = [str(r) for r in FailureReason] + ["probe_error"]  # the probe itself broke
+    reasons = {str(r) for r in FailureReason} | {"probe_error"}  # the probe itself broke
     fell_back = [r for r in reasons if charts.reason_colour(r) == charts.OTHER_REASON]
     assert not fell_back, f"reasons without a colour of their own: {fell_back}"
     assert len({charts.reason_colour(r) for r in reasons}) == len(reasons)

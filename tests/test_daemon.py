@@ -108,7 +108,7 @@ def test_metrics_after_first_cycle_against_real_milvus(milvus: MilvusLite,
 
     failures = {s.labels["reason"]: s.value for s in m.find("milvus_probe_failures_total", **key)}
     assert failures == {reason.value: 0.0 for reason in FailureReason}
-    assert len(failures) == len(FailureReason) == 17  # 12, the canary's and Milvus's limits
+    assert len(failures) == len(FailureReason) == 18  # 12, the canary, limits, probe_error
 
     # The first cycle calls Connect + GetVersion, so every phase ran once.
     for phase in Phase:

@@ -135,9 +135,18 @@ def test_daemon_sets_up_from_nothing_and_again_after_a_drop(plain: Server) -> No
                 and m.one("milvus_probe_success") == 1.0
             )
 
-        wait_until(lambda: passing_since(0), 120, "setup from nothing, then a passing cycle")
+        def canary_passed() -> bool:
+            m = d.scrape()
+            wrote = m.one("milvus_probe_phase_duration_seconds_count", phase="write") >= 1
+            return wrote and m.one("milvus_probe_success") == 1.0
+
+        wait_until(canary_passed, 120, "setup from nothing, then a passing canary cycle")
         assert setups() == 1.0
         m = d.scrape()
+        # Cycles before the first setup waited for it: the healthy server never failed
+        # (before, the first two cycles here failed as collection_missing).
+        assert m.total("milvus_probe_failures_total") == 0
+        assert m.one("milvus_probe_attempts_total") >= 2
         for phase in ("search", "query", "write"):
             assert m.one("milvus_probe_phase_duration_seconds_count", phase=phase) >= 1
         assert m.one("milvus_probe_canary_visibility_seconds_count") >= 1

@@ -35,9 +35,9 @@ from probe.probers import InfoMode, Probers
 from probe.probers.grpc import GrpcProber
 from probe.probers.http import wrap_socket
 from probe.probers.rest import Phase, RestProber
-from probe.result import FailureReason
+from probe.result import FailureReason, ManagementView, TlsView
 from tests.conftest import DaemonFactory
-from tests.support import Certs, SilentServer, free_port, milvus_double, target
+from tests.support import Certs, SilentServer, free_port, milvus_double, side_views, target
 
 TOKEN = "root:Milvus"
 HEALTHZ = {
@@ -500,14 +500,18 @@ def test_grpc_tls_is_inspected_once_per_interval_on_a_connection_of_its_own(
             )
             probers = Probers()
             first = probers.run(t, InfoMode.NONE)
+            (first_view,) = side_views(probers, t, first)  # the daemon's way: off the cycle
             second = probers.run(t, InfoMode.NONE)
-            asked = probers.run(t, InfoMode.FULL)  # check -v: always
+            second_views = side_views(probers, t, second)
+            asked = probers.run(t, InfoMode.FULL)  # check -v: always, with the result
             wait_until(lambda: proxy.counts() == (5, 5), 5, "every connection closed")
         finally:
             proxy.stop()
     assert first.success and second.success and asked.success
-    assert first.tls is not None and first.tls.earliest_expiry == certs.server_not_after
-    assert second.tls is None  # within the interval: no handshake of our own
+    assert first.tls is None  # the cycle never waits for the inspection
+    assert isinstance(first_view, TlsView)
+    assert first_view.earliest_expiry == certs.server_not_after
+    assert second_views == []  # within the interval: no handshake of our own
     assert asked.tls is not None
     assert probers.ledger.snapshot() == {(t.alias, t.address): (5, 5)}
 
@@ -527,8 +531,9 @@ def test_management_view_beside_a_probe() -> None:
         t = target(uri=double.address, management_uri=f"http://127.0.0.1:{mgmt.port}")
         probers = Probers()
         result = probers.run(t, InfoMode.NONE)
-    view = result.management
-    assert view is not None and view.healthy and view.reason is None
+        (view,) = side_views(probers, t, result)
+    assert result.management is None  # the cycle never waits for the check
+    assert isinstance(view, ManagementView) and view.healthy and view.reason is None
     assert [(c.name, c.healthy) for c in view.components] == [
         ("rootcoord", True),
         ("datacoord", True),
@@ -552,10 +557,11 @@ def test_management_view_beside_a_probe() -> None:
 def test_management_says_unhealthy(healthz: tuple[int, Any], summary: str) -> None:
     with rest_double(healthz=healthz) as mgmt, milvus_double() as double:
         t = target(uri=double.address, management_uri=f"http://127.0.0.1:{mgmt.port}")
-        result = Probers().run(t, InfoMode.NONE)
+        probers = Probers()
+        result = probers.run(t, InfoMode.NONE)
+        (view,) = side_views(probers, t, result)
     assert result.success  # the probe's own view stands apart
-    view = result.management
-    assert view is not None and not view.healthy
+    assert isinstance(view, ManagementView) and not view.healthy
     assert view.reason is FailureReason.UNHEALTHY
     assert summary in view.summary()
 
@@ -563,9 +569,11 @@ def test_management_says_unhealthy(healthz: tuple[int, Any], summary: str) -> No
 def test_management_unreachable_is_a_reason_and_the_probe_still_stands() -> None:
     with milvus_double() as double:
         t = target(uri=double.address, management_uri=f"http://127.0.0.1:{free_port()}")
-        result = Probers().run(t, InfoMode.NONE)
+        probers = Probers()
+        result = probers.run(t, InfoMode.NONE)
+        (view,) = side_views(probers, t, result)
     assert result.success
-    assert result.management is not None and result.management.reason is FailureReason.REFUSED
+    assert isinstance(view, ManagementView) and view.reason is FailureReason.REFUSED
 
 
 def test_management_interval_spaces_the_checks_one_connection_each() -> None:
@@ -581,13 +589,16 @@ def test_management_interval_spaces_the_checks_one_connection_each() -> None:
                 alias="every", uri=double.address, management_uri=f"http://127.0.0.1:{proxy.port}"
             )
             probers = Probers()
-            results = [probers.run(spaced, InfoMode.NONE) for _ in range(3)]
+            views = [
+                len(side_views(probers, spaced, probers.run(spaced, InfoMode.NONE)))
+                for _ in range(3)
+            ]
             for _ in range(4):
-                probers.run(every, InfoMode.NONE)
+                side_views(probers, every, probers.run(every, InfoMode.NONE))
             wait_until(lambda: proxy.counts() == (5, 5), 5, "every check's connection closed")
         finally:
             proxy.stop()
-    assert [r.management is not None for r in results] == [True, False, False]
+    assert views == [1, 0, 0]
     assert mgmt.paths == ["/healthz"] * 5
 
 

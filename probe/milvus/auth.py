@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 MASK = "***"
@@ -42,9 +43,17 @@ class SecretFileError(Exception):
     """A secret file could not be read; the message names the file, never its content."""
 
 
+SETTLED_NS = 2_000_000_000
+"""A file changed less than this long before we read it may change again without its
+stamp moving (timestamps tick coarsely: a same-length rewrite in the same tick keeps
+mtime, ctime and size); such a read is not trusted until the file has settled."""
+
+
 @dataclass(eq=False)
 class _FileCache:
-    key: tuple[int, int, int, int] | None = None
+    key: tuple[int, int, int, int, int] | None = None
+    settled: bool = False
+    """The read happened well after the file's last change: the stamp can be trusted."""
     value: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,7 +63,9 @@ class SecretFile:
     """A secret read from `path`, re-read whenever the file behind it changes.
 
     Kubernetes updates a mounted Secret by swapping the `..data` symlink; `os.stat`
-    follows links, so the new file shows up as a new (device, inode, mtime, size).
+    follows links, so the new file shows up as a new (device, inode, mtime, ctime, size).
+    A rewrite in place within one timestamp tick keeps that stamp, so a file read soon
+    after it changed is read again until it has settled (git's "racily clean" rule).
     """
 
     path: str
@@ -63,13 +74,15 @@ class SecretFile:
     def read(self) -> str:
         try:
             st = os.stat(self.path)
-            key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+            key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
             cache = self._cache
             with cache.lock:
-                if cache.key != key:
+                if cache.key != key or not cache.settled:
+                    read_at = time.time_ns()
                     with open(self.path, encoding="utf-8") as fh:
                         cache.value = fh.read().strip()
                     cache.key = key
+                    cache.settled = read_at - max(st.st_mtime_ns, st.st_ctime_ns) > SETTLED_NS
                 return cache.value
         except (OSError, UnicodeDecodeError) as exc:
             reason = (

@@ -20,17 +20,28 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
+import logging
 import threading
-from typing import TYPE_CHECKING, Any, Protocol
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from probe import logs
 from probe.probers.ledger import ConnectionLedger
-from probe.result import FailureReason, ProbeResult
+from probe.result import FailureReason, ManagementView, ProbeResult, TlsView
 from probe.targets import Target
 
 if TYPE_CHECKING:
     from probe.probers.canary import CanarySetups
     from probe.probers.management import ManagementCheck
     from probe.probers.tls import TlsInspector
+
+logger = logging.getLogger(__name__)
+
+PROBE_PHASE = "probe"
+"""The phase named in a `probe_error` result: the probe's own code, not a step of the cycle."""
 
 ERROR_TEXT_LIMIT = 2048
 """Error texts are cut to this many characters (a hostile server could send megabytes)."""
@@ -79,10 +90,20 @@ class Failed(Exception):
 
 
 class Prober(Protocol):
-    """One kind of probe."""
+    """One kind of probe. `BaseProber` gives the optional parts their defaults."""
 
-    phases: tuple[str, ...]
+    phases: ClassVar[tuple[str, ...]]
     """Every phase a cycle of this kind may report, in order (series exist from the start)."""
+    occasional_phases: ClassVar[tuple[str, ...]]
+    """Phases a cycle runs only now and then (gRPC: info, once per connect-interval):
+    history keeps their figures aside instead of in every row."""
+    runs_canary: ClassVar[bool]
+    """Whether the kind runs the data-plane canary (Probers hands it the CanarySetups)."""
+
+    @classmethod
+    def phases_for(cls, target: Target) -> tuple[str, ...]:
+        """The phases a cycle against `target` may report (the canary adds its own)."""
+        ...
 
     def run(self, target: Target, info: InfoMode = InfoMode.NONE) -> ProbeResult:
         """One cycle: open a fresh connection, prove it can talk, close it. Never raises."""
@@ -91,6 +112,18 @@ class Prober(Protocol):
     def forget(self, target: Target) -> None:
         """The target is gone: drop whatever is kept about it."""
         ...
+
+
+class BaseProber:
+    """Defaults for the optional parts of `Prober`."""
+
+    phases: ClassVar[tuple[str, ...]] = ()
+    occasional_phases: ClassVar[tuple[str, ...]] = ()
+    runs_canary: ClassVar[bool] = False
+
+    @classmethod
+    def phases_for(cls, target: Target) -> tuple[str, ...]:
+        return cls.phases
 
 
 def prober_class(protocol: str) -> type[Prober]:
@@ -102,22 +135,21 @@ def prober_class(protocol: str) -> type[Prober]:
 
 def phases_of(target: Target | str) -> tuple[str, ...]:
     """Every phase a cycle against `target` may report (for a protocol name: its kind's
-    phases). A prober with `phases_for(target)` adds per-target phases (the canary's)."""
+    phases, before any per-target ones such as the canary's)."""
     if isinstance(target, str):
         return prober_class(target).phases
-    cls = prober_class(target.protocol)
-    phases_for = getattr(cls, "phases_for", None)
-    if phases_for is None:
-        return cls.phases
-    found: tuple[str, ...] = phases_for(target)
-    return found
+    return prober_class(target.protocol).phases_for(target)
 
 
 def occasional_phases_of(target: Target) -> tuple[str, ...]:
-    """The phases of `target` a cycle runs only now and then (gRPC: info, once per
-    connect-interval): history keeps their figures aside instead of in every row."""
-    found: tuple[str, ...] = getattr(prober_class(target.protocol), "occasional_phases", ())
-    return found
+    """The phases of `target` a cycle runs only now and then."""
+    return prober_class(target.protocol).occasional_phases
+
+
+SIDE_WORKERS = 4
+"""Threads for the checks beside the cycles (management port, TLS inspection): each runs
+on its own budget, never in a cycle's connection slot, so a black-holed management port
+can't make cycles late."""
 
 
 class Probers:
@@ -125,6 +157,9 @@ class Probers:
     and the checks beside a cycle: Milvus's management port and TLS certificates.
 
     At most `max_concurrent` cycles run at once across all kinds: each holds a connection.
+    Whatever a prober or a side check raises becomes a result (reason `probe_error`), is
+    logged with its traceback (scrubbed) and reported through `on_internal_error(where)`:
+    a cycle always ends in a result.
     """
 
     def __init__(
@@ -133,6 +168,7 @@ class Probers:
         max_concurrent: int = 64,
         ledger: ConnectionLedger | None = None,
         canary_setups: CanarySetups | None = None,
+        on_internal_error: Callable[[str], None] = lambda where: None,
     ):
         from probe.probers.canary import CanarySetups
 
@@ -140,11 +176,15 @@ class Probers:
         self.canary_setups = canary_setups or CanarySetups()
         """Canary setups of every target, run off the cycle (read by metrics)."""
         self.max_concurrent = max_concurrent
+        self._on_internal_error = on_internal_error
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._lock = threading.Lock()
         self._probers: dict[str, Prober] = {}
         self._management: ManagementCheck | None = None
         self._tls: TlsInspector | None = None
+        self._side_pool: ThreadPoolExecutor | None = None
+        self._side_running: set[tuple[str, str, str]] = set()
+        """(alias, address, check) of side checks queued or running: one at a time each."""
 
     def _beside(self) -> tuple[ManagementCheck, TlsInspector]:
         """The side checks, built on first use (most targets need neither)."""
@@ -161,9 +201,9 @@ class Probers:
         with self._lock:
             prober = self._probers.get(protocol)
             if prober is None:
-                cls: type = prober_class(protocol)
+                cls: Any = prober_class(protocol)
                 kwargs: dict[str, Any] = {"ledger": self.ledger}
-                if getattr(cls, "runs_canary", False):
+                if cls.runs_canary:
                     kwargs["setups"] = self.canary_setups
                 prober = self._probers[protocol] = cls(**kwargs)
             return prober
@@ -171,30 +211,147 @@ class Probers:
     def run(
         self, target: Target, info: InfoMode = InfoMode.NONE, slot_timeout: float | None = None
     ) -> ProbeResult:
-        """One cycle. Waits for a connection slot (raising SlotsBusy after `slot_timeout`)."""
-        prober = self.of(target.protocol)
+        """One cycle in a connection slot (SlotsBusy after waiting `slot_timeout` for one).
+
+        Asked for server info (VERSION, FULL: `/probe`, `check`), the side checks run too,
+        after the cycle and outside its slot, each on its own budget, and their views come
+        with the result. Scheduled cycles leave them to `beside()`.
+        """
         if not self._slots.acquire(timeout=slot_timeout):
             raise SlotsBusy(f"all {self.max_concurrent} connection slots are busy")
         try:
-            result = prober.run(target, info)
-            if target.management is None and not target.secure:
-                return result
-            management, inspector = self._beside()
-            asked = info in (InfoMode.VERSION, InfoMode.FULL)
-            view = None
-            if target.management is not None and (asked or management.due(target)):
-                view = management.run(target)
-            tls = None
-            inspect = info is InfoMode.FULL or inspector.due(target)
-            if target.secure and result.tls is None and inspect:
-                tls = inspector.inspect(target)
-            if view is None and tls is None:
-                return result
-            return dataclasses.replace(
-                result, management=view or result.management, tls=tls or result.tls
-            )
+            result = self._cycle(target, info)
         finally:
             self._slots.release()
+        if info not in (InfoMode.VERSION, InfoMode.FULL):
+            return result
+        management = tls = None
+        if target.management is not None:
+            management = self._management_view(target)
+        if target.secure and result.tls is None:
+            tls = self._tls_view(target)
+        if management is None and tls is None:
+            return result
+        return dataclasses.replace(
+            result, management=management or result.management, tls=tls or result.tls
+        )
+
+    def _cycle(self, target: Target, info: InfoMode) -> ProbeResult:
+        started_at, start = time.time(), time.perf_counter()
+        try:
+            return self.of(target.protocol).run(target, info)
+        except Exception as exc:  # a bug, or an answer the prober could not handle
+            error = self._internal_error("prober", target, exc)
+            return ProbeResult(
+                alias=target.alias,
+                target=target.address,
+                method=target.rpc.value,
+                started_at=started_at,
+                duration=time.perf_counter() - start,
+                phases={},
+                success=False,
+                protocol=target.protocol,
+                reason=FailureReason.PROBE_ERROR,
+                failed_phase=PROBE_PHASE,
+                error=error,
+            )
+
+    def beside(
+        self,
+        target: Target,
+        result: ProbeResult,
+        on_view: Callable[[ManagementView | TlsView], object],
+    ) -> int:
+        """Start the side checks due for `target` after a scheduled cycle: on their own
+        threads and budgets, one at a time per target; `on_view(view)` when one ends.
+        How many it started."""
+        if target.management is None and not target.secure:
+            return 0
+        management, inspector = self._beside()
+        started = 0
+        if target.management is not None and management.due(target):
+            started += self._submit(
+                target, "management", lambda: self._management_view(target), on_view
+            )
+        if target.secure and result.tls is None and inspector.due(target):
+            started += self._submit(target, "tls", lambda: self._tls_view(target), on_view)
+        return started
+
+    def _submit(
+        self,
+        target: Target,
+        check: str,
+        run: Callable[[], ManagementView | TlsView | None],
+        on_view: Callable[[ManagementView | TlsView], object],
+    ) -> bool:
+        key = (target.alias, target.address, check)
+        with self._lock:
+            if key in self._side_running:
+                return False
+            self._side_running.add(key)
+            if self._side_pool is None:
+                self._side_pool = ThreadPoolExecutor(SIDE_WORKERS, thread_name_prefix="side")
+            pool = self._side_pool
+
+        def job() -> None:
+            try:
+                view = run()
+            finally:
+                with self._lock:
+                    self._side_running.discard(key)
+            if view is not None:
+                on_view(view)
+
+        try:
+            pool.submit(job)
+        except RuntimeError:  # shut down: no new checks
+            with self._lock:
+                self._side_running.discard(key)
+            return False
+        return True
+
+    def _management_view(self, target: Target) -> ManagementView:
+        management, _ = self._beside()
+        started_at, start = time.time(), time.perf_counter()
+        try:
+            return management.run(target)
+        except Exception as exc:
+            error = self._internal_error("management", target, exc)
+            assert target.management is not None
+            return ManagementView(
+                uri=target.management.uri,
+                started_at=started_at,
+                duration=time.perf_counter() - start,
+                healthy=False,
+                reason=FailureReason.PROBE_ERROR,
+                error=error,
+            )
+
+    def _tls_view(self, target: Target) -> TlsView | None:
+        _, inspector = self._beside()
+        try:
+            return inspector.inspect(target)
+        except Exception as exc:
+            self._internal_error("tls", target, exc)
+            return None
+
+    def _internal_error(self, where: str, target: Target, exc: Exception) -> str:
+        """Log what broke (traceback included, secrets masked), count it; the error text."""
+        trace = target.redact("".join(traceback.format_exception(exc)))
+        error = target.redact(f"{type(exc).__name__}: {exc}")[:ERROR_TEXT_LIMIT]
+        logger.error(
+            "the probe itself failed; this says nothing about the target",
+            extra=logs.fields(alias=target.alias, where=where, error=error, traceback=trace),
+        )
+        self._on_internal_error(where)
+        return f"the probe itself failed in its {where} ({error}); see the daemon's log"
+
+    def close(self) -> None:
+        """Stop starting side checks (shutdown); those running end by their own deadline."""
+        with self._lock:
+            pool, self._side_pool = self._side_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def forget(self, target: Target) -> None:
         with self._lock:

@@ -26,7 +26,7 @@ from probe.milvus.channel import (
     resolve,
     wait_until_ready,
 )
-from probe.probers import ERROR_TEXT_LIMIT, Failed, InfoMode
+from probe.probers import ERROR_TEXT_LIMIT, BaseProber, Failed, InfoMode
 from probe.probers import canary as canary_steps
 from probe.probers.canary import CanaryCounter, CanarySetups, Setup, SetupError
 from probe.probers.ledger import ConnectionLedger
@@ -71,11 +71,16 @@ class GrpcFacts:
     """What each canary phase did, in words (phase, note)."""
     canary_visibility: float | None = None
     """Seconds from the canary's acknowledged write until a strong read saw it."""
+    canary_waiting: str = ""
+    """Why the canary did not run this cycle although due: its first setup is under way
+    (not a failure: the server was never asked)."""
 
     def to_dict(self) -> dict[str, Any]:
         found: dict[str, Any] = {"grpc_code": self.grpc_code, "connect_called": self.connect_called}
         if self.canary_visibility is not None:
             found["canary_visibility_seconds"] = self.canary_visibility
+        if self.canary_waiting:
+            found["canary_waiting"] = self.canary_waiting
         return found
 
     def phase_note(self, result: ProbeResult, phase: str) -> str:
@@ -91,10 +96,12 @@ class GrpcFacts:
             method = "GetVersion" if self.rpc is RpcMethod.GET_VERSION else "CheckHealth"
             if failed:
                 return f"{method} FAILED"
+            waiting = f"; canary not run: {self.canary_waiting}" if self.canary_waiting else ""
             if result.healthy is not None:
                 quota = ", ".join(result.quota_states or ()) or "none"
-                return f"{method}: isHealthy={str(result.healthy).lower()} quota_states={quota}"
-            return f"{method}: version={result.version}"
+                healthy = str(result.healthy).lower()
+                return f"{method}: isHealthy={healthy} quota_states={quota}{waiting}"
+            return f"{method}: version={result.version}{waiting}"
         if phase == Phase.INFO:
             calls = "Connect + GetVersion" if self.connect_called else "GetVersion"
             if failed:
@@ -170,16 +177,17 @@ class _Cycle:
     canary: canary_steps.StepsOutcome | None = None
     """Set when the canary runs this cycle."""
     canary_number: int = 0
+    canary_waiting: str = ""
+    """Set when the canary was due but waits for its first setup."""
 
 
-class GrpcProber:
+class GrpcProber(BaseProber):
     """Runs gRPC cycles against targets. Thread-safe; one instance serves every target."""
 
     phases = tuple(Phase)
     occasional_phases = (Phase.INFO,)
     """GetVersion (and Connect) run once per connect-interval, not every cycle."""
     runs_canary = True
-    """Probers hands it the shared CanarySetups."""
 
     @classmethod
     def phases_for(cls, target: Target) -> tuple[str, ...]:
@@ -227,7 +235,10 @@ class GrpcProber:
             due, number = self.canary_counter.next(
                 (target.alias, target.address), target.canary.every, scheduled
             )
-            if due:
+            waiting = self._first_setup(target) if due and scheduled else ""
+            if waiting:
+                cycle.canary_waiting = waiting
+            elif due:
                 cycle.canary = canary_steps.StepsOutcome()
                 cycle.canary_number = number
         failure: Failed | None = None
@@ -246,6 +257,7 @@ class GrpcProber:
             connect_supported=cycle.connect_supported,
             canary_notes=tuple(cycle.canary.notes.items()) if cycle.canary else (),
             canary_visibility=cycle.canary.visibility if cycle.canary else None,
+            canary_waiting=cycle.canary_waiting,
         )
         server_info = _redacted_info(cycle.server_info, redact)
         self.connect_policy.record(target, facts, server_info)
@@ -462,6 +474,22 @@ class GrpcProber:
             cycle.version = version.version
 
     # ----------------------------------------------------------- canary setup
+
+    def _first_setup(self, target: Target) -> str:
+        """With `create`, the canary waits for its collection's first setup (started here,
+        off the cycle) instead of failing a healthy server as `collection_missing`; what to
+        say while it waits, or "" to run the canary. After a failed setup the canary runs,
+        and its failure says what is wrong."""
+        canary = target.canary
+        if canary is None or not canary.create or not self.setups.background:
+            return ""
+        key = (target.alias, target.address)
+        state = self.setups.state(key)
+        if state is not None and any(state.counts.values()):
+            return ""  # a setup has finished: from now on the canary speaks for itself
+        return self.setups.start(
+            key, lambda: self.set_up(target), retry_after=max(canary.setup_timeout, target.interval)
+        )
 
     def _maybe_set_up(self, target: Target, failure: Failed) -> Failed:
         """A canary that found its collection missing or not loaded: with `create`, start

@@ -11,6 +11,7 @@ understood; nothing else of HTTP is needed here.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import ssl
 import threading
@@ -76,14 +77,20 @@ def wrap_socket(context: ssl.SSLContext, sock: socket.socket, **kwargs: Any) -> 
         _made.sock = None
 
 
-def tls_context(target: Target) -> ssl.SSLContext:
+def tls_context(target: Target, phase: str = "connect") -> ssl.SSLContext:
     """A client context verifying the server as the target's TLS settings say (pymilvus'
-    names: server_pem_path or ca_pem_path to trust, client pair for mutual TLS)."""
+    names: server_pem_path or ca_pem_path to trust, client pair for mutual TLS).
+
+    Raises Failed (reason `error`, in `phase`) naming the problem when a file can't be loaded.
+    """
     tls = target.tls
     cafile = (tls.ca_pem_path or tls.server_pem_path) if tls else None
-    context = ssl.create_default_context(cafile=cafile)
-    if tls and tls.client_pem_path and tls.client_key_path:
-        context.load_cert_chain(tls.client_pem_path, tls.client_key_path)
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+        if tls and tls.client_pem_path and tls.client_key_path:
+            context.load_cert_chain(tls.client_pem_path, tls.client_key_path)
+    except (OSError, ssl.SSLError) as exc:
+        raise Failed(FailureReason.ERROR, phase, f"cannot load the TLS files: {exc}") from None
     return context
 
 
@@ -190,7 +197,8 @@ class Connection:
             return self._read_chunked(deadline, clock, phase), keep
         length_text = headers.get("content-length")
         if length_text is not None:
-            if not length_text.strip().isdigit():
+            length_text = length_text.strip()
+            if not _ascii_digits(length_text, 19):
                 raise Failed(
                     FailureReason.UNIMPLEMENTED, phase, f"bad Content-Length {length_text[:40]!r}"
                 )
@@ -222,12 +230,11 @@ class Connection:
                 self._more(deadline, clock, phase, len(body))
             line, _, self._buffer = self._buffer.partition(b"\r\n")
             size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
+            if not _HEX.fullmatch(size_text):
                 raise Failed(
                     FailureReason.UNIMPLEMENTED, phase, "a broken chunk in a chunked answer"
-                ) from None
+                )
+            size = int(size_text, 16)
             _check_size(len(body) + size, phase)
             while len(self._buffer) < size + 2:
                 self._more(deadline, clock, phase, len(body))
@@ -279,11 +286,22 @@ def _check_size(size: int, phase: str) -> None:
         )
 
 
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+"""A chunk size as HTTP/1.1 writes it: hex digits only (int() would also take `+`, `_`
+and spaces)."""
+
+
+def _ascii_digits(text: str, most: int) -> bool:
+    """1 to `most` ASCII digits: numbers on the wire are never `²00` or `٣`, which
+    str.isdigit() accepts and int() then refuses or reads."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
 def _parse_head(head: bytes, phase: str) -> tuple[int, dict[str, str]]:
     text = head.decode("latin-1")
     status_line, *header_lines = text.split("\r\n")
     parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _ascii_digits(parts[1], 3):
         raise Failed(
             FailureReason.UNIMPLEMENTED,
             phase,

@@ -93,7 +93,7 @@ class ManagementCheck:
             _, addresses = resolve(endpoint.host, endpoint.port)
         except ResolveError as exc:
             raise Failed(FailureReason.DNS, PHASE, str(exc)) from None
-        context = tls_context(target) if endpoint.secure else None
+        context = tls_context(target, PHASE) if endpoint.secure else None
         connection = connect(
             target,
             endpoint.host,

@@ -23,7 +23,7 @@ from typing import Any
 
 from probe.milvus.auth import SecretFileError
 from probe.milvus.channel import ResolveError, resolve
-from probe.probers import ERROR_TEXT_LIMIT, Failed, InfoMode
+from probe.probers import ERROR_TEXT_LIMIT, BaseProber, Failed, InfoMode
 from probe.probers.http import Answer, Connection, connect, tls_context
 from probe.probers.ledger import ConnectionLedger
 from probe.probers.reasons import STATUS_REASONS
@@ -127,7 +127,7 @@ class _Cycle:
     tls: TlsView | None = None
 
 
-class RestProber:
+class RestProber(BaseProber):
     """Runs REST cycles against targets. Thread-safe; one instance serves every target."""
 
     phases = tuple(Phase)
@@ -186,12 +186,7 @@ class RestProber:
         with self._lock:
             context = self._contexts.get(target)
         if context is None:
-            try:
-                context = tls_context(target)
-            except (OSError, ssl.SSLError) as exc:
-                raise Failed(
-                    FailureReason.ERROR, Phase.CONNECT, f"cannot load the TLS files: {exc}"
-                ) from None
+            context = tls_context(target, Phase.CONNECT)
             with self._lock:
                 self._contexts[target] = context
         return context
