@@ -114,7 +114,7 @@ class App:
         self.hub.listen(self._forget_removed)
         self.hub.listen(self.metrics.follow)
         self.hub.listen(self.health.follow)
-        self.hub.sink(lambda _, result: self.metrics.record(result))
+        self.hub.sink(self.metrics.record)
         self.hub.sink(self._health_sink)
         self.hub.view_sink(self.metrics.record_view)
         self.hub.view_sink(self.health.observe_view)

@@ -147,6 +147,8 @@ class _Series:
         self, labels: tuple[str, ...], cycle: _Buckets, phase: _Buckets, phases: Iterable[str]
     ) -> None:
         self.labels = dict(zip(TARGET_LABELS, labels, strict=True))
+        self.key: tuple[str, str] = ("", "")
+        """(alias, address): how the connection ledger and canary setups know it."""
         self.prefix = ",".join(f'{k}="{_escape(v)}"' for k, v in self.labels.items())
         self.attempts = 0
         self.failures = dict.fromkeys(FailureReason, 0)
@@ -342,7 +344,7 @@ class _TargetFamilies(Collector):
 
     def __init__(
         self,
-        series: dict[tuple[str, str], _Series],
+        series: dict[int, _Series],
         lock: threading.Lock,
         ledger: ConnectionLedger,
         setups: CanarySetups | None = None,
@@ -361,8 +363,7 @@ class _TargetFamilies(Collector):
 
     def collect(self) -> Iterator[RenderedFamily]:
         with self._lock:
-            keyed = list(self._series.items())
-        series = [s for _, s in keyed]
+            series = list(self._series.values())
         texts: list[list[bytes]] | None = None
 
         def text(index: int) -> list[bytes]:
@@ -382,8 +383,8 @@ class _TargetFamilies(Collector):
             )
         counts = self._ledger.snapshot()
         connections = []
-        for key, s in keyed:
-            opened, closed = counts.get(key, (0, 0))
+        for s in series:
+            opened, closed = counts.get(s.key, (0, 0))
             connections.append((s, (opened, closed, opened - closed)))
         for name, typ, doc, suffix, which in _CONNECTIONS:
             full = f"{PREFIX}_{name}"
@@ -395,18 +396,16 @@ class _TargetFamilies(Collector):
                 functools.partial(_sample_list, full, rows),
                 functools.partial(_text_chunks, full, rows),
             )
-        yield from self._setup_families(keyed)
+        yield from self._setup_families(series)
 
-    def _setup_families(
-        self, keyed: list[tuple[tuple[str, str], _Series]]
-    ) -> Iterator[RenderedFamily]:
+    def _setup_families(self, series: list[_Series]) -> Iterator[RenderedFamily]:
         setups = self._setups.snapshot() if self._setups is not None else {}
         counted: list[tuple[_Series, list[_Row]]] = []
         durations: list[tuple[_Series, list[_Row]]] = []
-        for key, s in keyed:
+        for s in series:
             if not s.canary_setup:
                 continue
-            counts, last = setups.get(key, ({}, 0.0))
+            counts, last = setups.get(s.key, ({}, 0.0))
             counted.append(
                 (s, [("_total", (("result", r.value),), counts.get(r, 0)) for r in SETUP_RESULTS])
             )
@@ -526,8 +525,8 @@ class ProbeMetrics:
         self._phase = _Buckets(latency_buckets(max_timeout, PHASE_BUCKETS))
         self._visibility = _Buckets(latency_buckets(max_timeout, VISIBILITY_BUCKETS))
         self._lock = threading.Lock()
-        self._series: dict[tuple[str, str], _Series] = {}
-        """(alias, address) → the target's numbers."""
+        self._series: dict[int, _Series] = {}
+        """The hub's generation of a target → its numbers."""
         registry.register(_TargetFamilies(self._series, self._lock, ledger, canary_setups))
 
         self.schedule_lag = Histogram(
@@ -598,6 +597,7 @@ class ProbeMetrics:
     def add_target(self, target: Target) -> None:
         """Create the target's series at 0."""
         series = _Series(target.series_labels, self._cycle, self._phase, phases_of(target))
+        series.key = (target.alias, target.address)
         if target.canary is not None:
             if target.canary.write:
                 series.visibility = _Histogram(self._visibility)
@@ -605,24 +605,25 @@ class ProbeMetrics:
         if target.management is not None:
             series.management = _Management()
         with self._lock:
-            self._series[target.alias, target.address] = series
+            self._series[target.generation] = series
 
     def follow(self, diff: TargetDiff) -> None:
         """A hub listener: series for added targets (at 0), none for removed ones."""
         for target in diff.removed:
-            self.remove_target(target.alias, target.address)
+            self.remove_target(target)
         for target in diff.added:
             self.add_target(target)
         self.targets.set(len(diff.current))
 
-    def remove_target(self, alias: str, address: str) -> None:
+    def remove_target(self, target: Target) -> None:
         """Remove every series of the target."""
         with self._lock:
-            self._series.pop((alias, address), None)
+            self._series.pop(target.generation, None)
 
-    def record(self, result: ProbeResult) -> None:
+    def record(self, target: Target, result: ProbeResult) -> None:
+        """A hub sink: the result of `target`'s cycle."""
         with self._lock:
-            s = self._series.get((result.alias, result.target))
+            s = self._series.get(target.generation)
             if s is None:
                 return  # not (or no longer) a target: never recreate its series
             s.text = s.exemplar_text = None
@@ -660,7 +661,7 @@ class ProbeMetrics:
     def record_view(self, target: Target, view: ManagementView | TlsView) -> None:
         """A side check's view (management port or certificates), when it arrives."""
         with self._lock:
-            s = self._series.get((target.alias, target.address))
+            s = self._series.get(target.generation)
             if s is None:
                 return
             s.text = s.exemplar_text = None
@@ -671,7 +672,7 @@ class ProbeMetrics:
 
     def missed_cycle(self, target: Target) -> None:
         with self._lock:
-            s = self._series.get((target.alias, target.address))
+            s = self._series.get(target.generation)
             if s is not None:  # a removed target's series must not come back
                 s.text = None
                 s.missed += 1

@@ -31,6 +31,7 @@ import probe
 from probe.logs import JsonFormatter, LogfmtFormatter
 from probe.probers.grpc import Phase
 from probe.result import FailureReason
+from probe.targets import Target
 from tests.conftest import DaemonFactory
 from tests.support import (
     Behaviour,
@@ -585,12 +586,12 @@ def test_missed_cycle_series_of_a_removed_target_stays_removed(daemon: DaemonFac
         remove_target = app.metrics.remove_target
         window: list[str] = []
 
-        def remove_then_late_arrivals(alias: str, address: str) -> None:
-            remove_target(alias, address)
-            if alias == "gone":
-                window.append(alias)
+        def remove_then_late_arrivals(target: Target) -> None:
+            remove_target(target)
+            if target.alias == "gone":
+                window.append(target.alias)
                 app.metrics.missed_cycle(gone)
-                app.metrics.record(late)
+                app.metrics.record(gone, late)
 
         app.metrics.remove_target = remove_then_late_arrivals  # type: ignore[method-assign]
         write_config(config, busy,

@@ -40,7 +40,11 @@ def render(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"
 TEXT = "text/plain;version=0.0.4"
-ODD = replace(target(alias="odd", host="10.0.0.2"), namespace="ns", service="milvus", pod="p-0")
+ODD = replace(
+    target(alias="odd", host="10.0.0.2"), namespace="ns", service="milvus", pod="p-0", generation=2
+)
+PLAIN = replace(target(alias="plain", host="10.0.0.1"), generation=1)
+"""Targets as the hub hands them to sinks: each with its own generation."""
 """A discovered target (namespace/service/pod set); discovery itself is test_kubernetes'."""
 DURATIONS = [0.00005, 0.0001, 0.0004, 0.003, 0.003, 0.04, 0.9, 1.0, 2.4, 4.99, 5.0]
 
@@ -87,18 +91,19 @@ def exemplars(body: bytes) -> dict[tuple[tuple[str, str], ...], tuple[str, float
 def metrics() -> ProbeMetrics:
     """Two targets, one with awkward label values, after a mix of cycles."""
     m = ProbeMetrics(CollectorRegistry(), ConnectionLedger(), max_timeout=5.0)
-    plain = target(alias="plain", host="10.0.0.1")
+    plain = PLAIN
     odd = ODD
     for t in (plain, odd):
         m.add_target(t)
     for seconds in DURATIONS:
-        m.record(result("plain", plain.address, seconds, healthy=True, quota_states=()))
-    m.record(result("plain", plain.address, 5.0, success=False, reason=FailureReason.TIMEOUT))
+        m.record(PLAIN, result("plain", plain.address, seconds, healthy=True, quota_states=()))
+    timeout = result("plain", plain.address, 5.0, success=False, reason=FailureReason.TIMEOUT)
+    m.record(PLAIN, timeout)
     info = ServerInfo(
         build_tags="", build_time='at "noon"', git_commit="back\\slash",
         go_version="line\nbreak", deploy_mode="STANDALONE",
     )  # fmt: skip
-    m.record(result("odd", odd.address, 0.002, version="v2.3.5", server_info=info,
+    m.record(ODD, result("odd", odd.address, 0.002, version="v2.3.5", server_info=info,
                     healthy=False, quota_states=("DenyToWrite",)))  # fmt: skip
     m.missed_cycle(odd)
     return m
@@ -129,8 +134,8 @@ def test_duration_buckets_carry_the_last_cycle_in_them_as_an_exemplar(
 ) -> None:
     slow = result("plain", "10.0.0.1:19530", 0.7, started_at=1_700_000_000.1234)
     fast = result("plain", "10.0.0.1:19530", 0.0007, started_at=1_700_000_001.5)
-    metrics.record(slow)
-    metrics.record(fast)
+    metrics.record(PLAIN, slow)
+    metrics.record(PLAIN, fast)
     ours = render(metrics.registry, OPENMETRICS)[0]
     theirs = openmetrics_latest(metrics.registry)  # prometheus_client writes them too
     assert exemplars(ours) == exemplars(theirs)
@@ -177,7 +182,7 @@ def test_a_cycle_after_a_scrape_shows_in_the_next_scrape(metrics: ProbeMetrics) 
 
     before = attempts()
     assert attempts() == before  # rendered from the cache: unchanged
-    metrics.record(result("odd", "10.0.0.2:19530", 0.001))
+    metrics.record(ODD, result("odd", "10.0.0.2:19530", 0.001))
     assert attempts() == before + 1
     metrics.missed_cycle(ODD)
     parsed = families(render(metrics.registry, TEXT)[0], TEXT)
@@ -186,12 +191,12 @@ def test_a_cycle_after_a_scrape_shows_in_the_next_scrape(metrics: ProbeMetrics) 
 
 
 def test_a_removed_target_leaves_nothing_and_comes_back_at_zero(metrics: ProbeMetrics) -> None:
-    metrics.remove_target("plain", "10.0.0.1:19530")
+    metrics.remove_target(PLAIN)
     body = render(metrics.registry, OPENMETRICS)[0].decode()
     assert 'alias="plain"' not in body
-    metrics.record(result("plain", "10.0.0.1:19530", 0.001))  # a cycle that was in flight
+    metrics.record(PLAIN, result("plain", "10.0.0.1:19530", 0.001))  # a cycle that was in flight
     assert 'alias="plain"' not in render(metrics.registry, OPENMETRICS)[0].decode()
-    metrics.add_target(target(alias="plain", host="10.0.0.1"))
+    metrics.add_target(replace(PLAIN, generation=3))  # the hub's new generation
     parsed = families(render(metrics.registry, OPENMETRICS)[0], OPENMETRICS)
     plain = [v for _, labels, v in parsed["milvus_probe_attempts"]
              if dict(labels)["alias"] == "plain"]  # fmt: skip

@@ -51,6 +51,7 @@ ALERT_NAMES = [
     "MilvusCanaryFailing",
     "MilvusRateLimited",
     "MilvusProbeTargetAbsent",
+    "MilvusProbeBroken",
     "MilvusServerVersionChanged",
     "MilvusProbeHealthyButUnreachable",
     "MilvusProbeReachableButUnhealthy",
@@ -246,8 +247,10 @@ def test_prometheus_rule_renders_monitoring_alerts_yaml(tmp_path: Path) -> None:
         assert set(annotations) == ANNOTATIONS, name
         assert annotations["summary"].strip() and annotations["description"].strip(), name
         assert annotations["runbook_url"] == f"{DEFAULT_RUNBOOK_URL}#{name.lower()}"
-        # Prometheus templates reach the rule (Helm did not eat them), naming the target.
-        assert "{{ $labels.alias }}" in annotations["summary"], name
+        # Prometheus templates reach the rule (Helm did not eat them), naming the target
+        # (or, for an alert about the probe itself, the probe).
+        named = "{{ $labels.instance }}" if name == "MilvusProbeBroken" else "{{ $labels.alias }}"
+        assert named in annotations["summary"], name
     severity = {r["alert"]: r["labels"]["severity"] for r in alerts}
     assert severity["MilvusProbeTargetDown"] == "critical"
     assert severity["MilvusServerVersionChanged"] == "info"
