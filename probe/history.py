@@ -697,7 +697,7 @@ class History:
         """A hub sink: count the cycle in its minute and keep its trace."""
         with self._lock:
             track = self._tracks.get(target.alias)
-            if track is None or track.target.series_key != target.series_key:
+            if track is None or track.target.generation != target.generation:
                 return
             track.target = target
             track.observe(result, self.settings.resolution)
