@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kit import podman
 from probe.app import App
 from probe.config import Sources, load
 from tests.kube_double import KubeApiDouble
@@ -120,6 +122,31 @@ def discover(daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path) -> Disc
         return daemon(**flags)
 
     return start
+
+
+@dataclass(frozen=True)
+class Image:
+    """The probe's image as the tests built it."""
+
+    tag: str
+    stand_in_base: bool
+    """True when its base is a stand-in made from Debian's packages (no registry here)."""
+    size: int
+    base_size: int
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
+    """The image built once per session from the Dockerfile unchanged (`make image`, kit.podman).
+
+    Its base, python:3.11-slim-bookworm, can't be pulled on these machines: a stand-in with
+    the same Debian release and Python minor version is made from Debian's packages
+    (mmdebstrap) and tagged with the base's name. An image whose inputs are unchanged is
+    reused, and podman's layer cache keeps the dependency layer across source changes.
+    """
+    stand_in = podman.ensure_base(tmp_path_factory.mktemp("base"))
+    podman.build(podman.IMAGE)
+    return Image(podman.IMAGE, stand_in, podman.size(podman.IMAGE), podman.size(podman.BASE))
 
 
 @pytest.fixture(autouse=True)
