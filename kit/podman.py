@@ -9,6 +9,7 @@ them and writes the containers.conf settings they need here (README, "Container 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -16,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "docker.io/library/python:3.11-slim-bookworm"
@@ -59,11 +61,16 @@ class PodmanError(RuntimeError):
 
 
 def podman(
-    *args: str, timeout: float = 120.0, check: bool = True
+    *args: str, timeout: float = 120.0, check: bool = True, netns: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `podman ARGS`; raise PodmanError with its output when `check` and it fails."""
+    """Run `podman ARGS`; raise PodmanError with its output when `check` and it fails.
+
+    With `netns`, podman runs in that network namespace (nsenter switches only the network):
+    a container on the host network that it starts gets that namespace as its network.
+    """
+    prefix = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
     done = subprocess.run(
-        ["podman", *args], capture_output=True, text=True, timeout=timeout, check=False
+        [*prefix, "podman", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and done.returncode != 0:
         raise PodmanError(f"podman {' '.join(args)}: exit {done.returncode}\n{done.stderr[-3000:]}")
@@ -134,6 +141,14 @@ def pip_conf(directory: Path) -> Path:
     return path
 
 
+def built(
+    tag: str, context: Path = ROOT, inputs: Sequence[str] = IMAGE_INPUTS,
+    containerfile: str = "Dockerfile",
+) -> bool:
+    """True when an image `tag` exists that was built from these very inputs."""
+    return (labels(tag) or {}).get(INPUTS) == digest(context, [*inputs, containerfile])
+
+
 def build(
     tag: str = IMAGE,
     context: Path = ROOT,
@@ -146,9 +161,9 @@ def build(
     host's network and CA bundle (mounted for the build only, not in the image); podman's
     layer cache keeps the dependency layer across source changes.
     """
-    wanted = digest(context, [*inputs, containerfile])
-    if (labels(tag) or {}).get(INPUTS) == wanted:
+    if built(tag, context, inputs, containerfile):
         return 0.0
+    wanted = digest(context, [*inputs, containerfile])
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="milvus-probe-build-") as tmp:
         conf = pip_conf(Path(tmp))
@@ -210,6 +225,110 @@ def run(
     flags = [f"--entrypoint={entrypoint}"] if entrypoint else []
     podman("run", "--detach", f"--name={name}", "--network=host", *options, *flags, image, *args)
     return Container(name)
+
+
+# --------------------------------------------------------------------------- pods
+
+PROBE_CONTAINER = "milvus-probe"
+WORKLOADS = ("Deployment", "StatefulSet", "Pod")
+
+
+def playable(
+    docs: Sequence[dict[str, Any]],
+    *,
+    images: Mapping[str, str],
+    namespace: str,
+    hosts: Path,
+    secrets: Mapping[str, Path],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(workloads, the ConfigMaps they mount) of rendered manifests, changed only where
+    podman 4.3 can't run them here (REFERENCE.md §7), each a stand-in for what a cluster gives:
+
+    - no pod network: `hostNetwork: true` (the test plays the pod inside a network
+      namespace of its own), and no `containerPort`s (podman refuses them on the host
+      network); one replica (replicas would share that network and its port);
+    - the downward API's `metadata.namespace` (unsupported) becomes the workload's namespace
+      (`namespace` when it names none);
+    - cluster DNS: `hosts` is mounted at /etc/hosts in every container;
+    - Secret volumes mount the folder `secrets[name]` (podman 4.3 writes a Secret's values
+      base64-encoded into the files, and crashes unless `optional` is set);
+    - images: `images[container name]` (the chart's image is the one the tests built);
+    - the kubelet's probes are left to the test, which asks them itself.
+    """
+    workloads: list[dict[str, Any]] = []
+    mounted: set[str] = set()
+    for doc in docs:
+        if doc.get("kind") not in WORKLOADS:
+            continue
+        doc = copy.deepcopy(doc)
+        if doc["kind"] == "StatefulSet":
+            doc["kind"] = "Deployment"
+            for key in ("serviceName", "podManagementPolicy"):
+                doc["spec"].pop(key, None)
+        if doc["kind"] != "Pod":
+            doc["spec"]["replicas"] = 1
+        spec = doc["spec"] if doc["kind"] == "Pod" else doc["spec"]["template"]["spec"]
+        spec["hostNetwork"] = True
+        volumes = spec.setdefault("volumes", [])
+        for volume in volumes:
+            if "configMap" in volume:
+                mounted.add(volume["configMap"]["name"])
+            if "secret" in volume:
+                name = volume.pop("secret")["secretName"]
+                volume["hostPath"] = {"path": str(secrets[name]), "type": "Directory"}
+        volumes.append({"name": "cluster-dns", "hostPath": {"path": str(hosts), "type": "File"}})
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
+            container.pop("ports", None)
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                container.pop(probe, None)
+            container.pop("restartPolicy", None)
+            if container["name"] in images:
+                container["image"] = images[container["name"]]
+                container["imagePullPolicy"] = "Never"
+            for env in container.get("env", []):
+                field = env.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                if field == "metadata.namespace":
+                    env.pop("valueFrom")
+                    env["value"] = doc["metadata"].get("namespace", namespace)
+            container.setdefault("volumeMounts", []).append(
+                {"name": "cluster-dns", "mountPath": "/etc/hosts", "readOnly": True}
+            )
+        workloads.append(doc)
+    config_maps = [copy.deepcopy(d) for d in docs
+                   if d.get("kind") == "ConfigMap" and d["metadata"]["name"] in mounted]
+    return workloads, config_maps
+
+
+def secret_folder(directory: Path, items: Mapping[str, str | bytes]) -> Path:
+    """A folder holding a Secret's items as files the pod's uid 10001 (group) can read."""
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    for name, value in items.items():
+        path = directory / name
+        path.write_bytes(value.encode() if isinstance(value, str) else value)
+        os.chown(path, 0, 10001)
+        path.chmod(0o440)
+    return directory
+
+
+def play(manifest: Path, netns: str | None = None) -> None:
+    """`podman kube play` the manifest, inside network namespace `netns` when given: the
+    pod's host network is then that namespace (nsenter switches only the network)."""
+    done = podman("kube", "play", str(manifest), timeout=300, check=False, netns=netns)
+    if done.returncode != 0:
+        down(manifest)
+        raise PodmanError(f"podman kube play {manifest}: {done.stderr[-3000:]}")
+
+
+def down(manifest: Path) -> None:
+    """`podman kube down`: stop and remove the pods the manifest created."""
+    podman("kube", "down", str(manifest), timeout=120, check=False)
+
+
+def pod_containers(pod: str) -> list[str]:
+    """Names of the containers in a pod (its infra container left out)."""
+    done = podman("ps", "--all", "--filter", f"pod={pod}", "--format", "{{.Names}}")
+    return [n for n in done.stdout.split() if not n.endswith("-infra")]
 
 
 def main(argv: Sequence[str]) -> int:

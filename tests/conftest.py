@@ -4,6 +4,8 @@ a daemon discovering its targets from a Kubernetes API double."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,8 @@ from probe.app import App
 from probe.config import Sources, load
 from tests.kube_double import KubeApiDouble
 from tests.support import Certs, MilvusLite, SilentServer, make_certs, start_milvus_lite
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +126,30 @@ def discover(daemon: DaemonFactory, kube: KubeApiDouble, tmp_path: Path) -> Disc
         return daemon(**flags)
 
     return start
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """`helm ARGS` (.tools/helm, which `make tools` fetches) with its homes in a temp folder."""
+    binary = ROOT / ".tools" / "helm"
+    assert binary.exists(), "helm is missing: `make tools` fetches it (make test does)"
+    home = tmp_path_factory.mktemp("helm")
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_DATA_HOME": str(home / "data"),
+    }
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(binary), *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        if check:
+            assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stderr}"
+        return done
+
+    return run
 
 
 @dataclass(frozen=True)
