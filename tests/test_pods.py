@@ -26,7 +26,14 @@ from kit import podman
 from kit.scrape import Scrape
 from tests.conftest import Image
 from tests.standalone import Agent, Netns
-from tests.support import milvus_lite_binary, wait_until
+from tests.support import (
+    Behaviour,
+    Certs,
+    MilvusDouble,
+    make_certs,
+    milvus_lite_binary,
+    wait_until,
+)
 from tests.test_chart import CHART, CI_VALUES, render
 
 IMAGES = Path(__file__).resolve().parent / "images"
@@ -87,20 +94,23 @@ while True:
 
 
 @contextlib.contextmanager
-def network(tmp_path: Path) -> Iterator[tuple[Netns, Agent]]:
-    """A network namespace with milvus-lite on 127.0.0.1:19530 and an HTTP agent in it."""
+def network(tmp_path: Path, *milvus_command: str) -> Iterator[tuple[Netns, Agent]]:
+    """A network namespace with a Milvus on 127.0.0.1:19530 (milvus-lite unless
+    `milvus_command` says otherwise) and an HTTP agent in it."""
     ns = Netns.create("mp-pod")
-    log = open(tmp_path / "milvus-lite.log", "wb")  # noqa: SIM115 (closed below)
-    milvus = ns.popen(milvus_lite_binary(), "server", "--data-dir", str(tmp_path),
-                      "--host", "127.0.0.1", "--port", str(PORT), stdout=log,
-                      stderr=subprocess.STDOUT)
+    log = open(tmp_path / "milvus.log", "wb")  # noqa: SIM115 (closed below)
+    milvus = ns.popen(*(milvus_command or (
+        milvus_lite_binary(), "server", "--data-dir", str(tmp_path), "--host", "127.0.0.1",
+        "--port", str(PORT))), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE)
     agent = Agent(ns)
     try:
         waited = ns.python("-c", WAIT_FOR_PORT.format(port=PORT), timeout=90)
-        assert waited.returncode == 0, (tmp_path / "milvus-lite.log").read_text()[-2000:]
+        assert waited.returncode == 0, (tmp_path / "milvus.log").read_text()[-2000:]
         yield ns, agent
     finally:
         agent.close()
+        assert milvus.stdin is not None
+        milvus.stdin.close()
         milvus.terminate()
         milvus.wait(10)
         log.close()
@@ -160,9 +170,17 @@ def test_the_charts_pod_plays_is_ready_and_probes_its_targets(  # type: ignore[n
     docs = [d for d in render(helm, "-f", str(CHART / "ci" / values))
             if "helm.sh/hook" not in d["metadata"].get("annotations", {})]
     (workload,) = workloads(docs)
+    certs = make_certs(tmp_path / "certs", ("milvus.prod.example.com",))
     secrets = {
         "milvus-probe-token": podman.secret_folder(tmp_path / "token", {"token": TOKEN}),
+        "milvus-probe-tls": podman.secret_folder(tmp_path / "tls", {
+            "ca.crt": certs.ca.read_bytes(), "client.crt": certs.client_cert.read_bytes(),
+            "client.key": certs.client_key.read_bytes()}),
     }
+    # auth-tls-values.yaml: mutual TLS with a token and a database. milvus-lite speaks
+    # neither TLS nor auth, so its targets' Milvus is the double, which checks all three.
+    milvus = (sys.executable, "-m", "tests.test_pods", "tls-milvus", str(certs.directory)) \
+        if values == "auth-tls-values.yaml" else ()
     run, config_maps = podman.playable(
         docs, images={podman.PROBE_CONTAINER: image.tag, "log-shipper": podman.BASE},
         namespace=NAMESPACE, hosts=hosts_file(tmp_path / "hosts", docs), secrets=secrets,
@@ -170,7 +188,7 @@ def test_the_charts_pod_plays_is_ready_and_probes_its_targets(  # type: ignore[n
     pod = f"{workload['metadata']['name']}-pod-0"
     container = f"{pod}-{podman.PROBE_CONTAINER}"
     port = management_port(workload)
-    with network(tmp_path) as (ns, agent):
+    with network(tmp_path, *milvus) as (ns, agent):
         began = time.monotonic()
         with played(tmp_path / "pod.yaml", [*config_maps, *run], ns):
             check_pod(values, workload, container, config_maps, agent, began, port)
@@ -195,7 +213,9 @@ def check_pod(
                               >= 1 for a in aliases) else None  # type: ignore[return-value]
 
     metrics = wait_until(probed, 60, f"{values}: every target probed")
-    assert metrics.value("milvus_probe_success", alias=aliases[0]) == 1.0
+    assert metrics.value("milvus_probe_success", alias=aliases[0]) == 1.0, [
+        (s.labels["alias"], s.labels["reason"]) for s in metrics.find("milvus_probe_failures_total")
+        if s.value]
     # The container runs the chart's args, as the chart's user, with its namespace.
     rendered = next(c for c in workload["spec"]["template"]["spec"]["containers"]
                     if c["name"] == podman.PROBE_CONTAINER)
@@ -210,6 +230,9 @@ def check_pod(
     assert inspect.startswith("true"), inspect
     logs = podman.Container(container).logs()
     assert "Traceback" not in logs and TOKEN not in logs
+    pod = container[: -len(podman.PROBE_CONTAINER) - 1]
+    for other in workload["spec"]["template"]["spec"]["containers"]:
+        assert podman.Container(f"{pod}-{other['name']}").running(), other["name"]
 
 
 # --------------------------------------------------------------------------- sidecar
@@ -297,3 +320,26 @@ def test_sidecar_pod_beside_a_milvus_container(  # type: ignore[no-untyped-def]
     finally:
         agent.close()
         ns.delete()
+
+
+# --------------------------------------------------------------------------- in the namespace
+
+
+def tls_milvus(directory: str) -> int:
+    """A Milvus double on 127.0.0.1:19530 with mutual TLS, token TOKEN and database
+    `analytics` (what auth-tls-values.yaml's targets need); stops when stdin closes."""
+    base = Path(directory)
+    certs = Certs(base, base / "ca.pem", base / "server.pem", base / "server.key",
+                  base / "client.pem", base / "client.key", base / "other_ca.pem")
+    double = MilvusDouble(Behaviour(token=TOKEN, databases={"default", "analytics"}),
+                          tls=certs.server_credentials(mutual=True), port=PORT)
+    try:
+        sys.stdin.read()
+    finally:
+        double.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    assert sys.argv[1] == "tls-milvus", sys.argv
+    sys.exit(tls_milvus(sys.argv[2]))
