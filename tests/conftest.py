@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from tests.kube_double import KubeApiDouble
 from tests.support import Certs, MilvusLite, SilentServer, make_certs, start_milvus_lite
 
 ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "tests" / "images"
+MILVUS_IMAGE = "localhost/milvus-lite:3.2.2"
 
 
 @pytest.fixture(scope="session")
@@ -175,6 +179,23 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     stand_in = podman.ensure_base(tmp_path_factory.mktemp("base"))
     podman.build(podman.IMAGE)
     return Image(podman.IMAGE, stand_in, podman.size(podman.IMAGE), podman.size(podman.BASE))
+
+
+@pytest.fixture(scope="session")
+def milvus_image(image: Image, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Milvus container image: milvus-lite 3.2.2 on the probe image's base, built once
+    (reused while tests/images/milvus-lite/Containerfile is unchanged). Its wheels are
+    downloaded by the host's pip (its index and cache) and installed with --no-index."""
+    context = tmp_path_factory.mktemp("milvus-lite-image")
+    shutil.copy(IMAGES / "milvus-lite" / "Containerfile", context / "Containerfile")
+    if not podman.built(MILVUS_IMAGE, context, (), "Containerfile"):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+             "--dest", str(context / "wheels"), "milvus-lite==3.2.2", "pymilvus==3.0.2"],
+            check=True, timeout=600,
+        )
+        podman.build(MILVUS_IMAGE, context, (), "Containerfile")
+    return MILVUS_IMAGE
 
 
 @pytest.fixture(autouse=True)

@@ -36,9 +36,7 @@ from tests.support import (
 )
 from tests.test_chart import CHART, CI_VALUES, render
 
-IMAGES = Path(__file__).resolve().parent / "images"
 PARENT = Path(__file__).resolve().parent / "charts" / "milvus-sidecar"
-MILVUS_IMAGE = "localhost/milvus-lite:3.2.2"
 NAMESPACE = "milvus"
 PORT = 19530
 TOKEN = "root:Milvus"
@@ -238,30 +236,13 @@ def check_pod(
 # --------------------------------------------------------------------------- sidecar
 
 
-@pytest.fixture(scope="session")
-def milvus_image(image: Image, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A Milvus container image: milvus-lite 3.2.2 on the probe image's base, built once
-    (reused while tests/images/milvus-lite/Containerfile is unchanged). Its wheels are
-    downloaded by the host's pip (its index and cache) and installed with --no-index."""
-    context = tmp_path_factory.mktemp("milvus-lite-image")
-    shutil.copy(IMAGES / "milvus-lite" / "Containerfile", context / "Containerfile")
-    if not podman.built(MILVUS_IMAGE, context, (), "Containerfile"):
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-             "--dest", str(context / "wheels"), "milvus-lite==3.2.2", "pymilvus==3.0.2"],
-            check=True, timeout=600,
-        )
-        podman.build(MILVUS_IMAGE, context, (), "Containerfile")
-    return MILVUS_IMAGE
-
-
-def parent_chart(helm, tmp_path: Path) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def parent_chart(helm, tmp_path: Path, *args: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     """tests/charts/milvus-sidecar rendered, with this chart as its dependency (a copy in
     charts/, as `helm dependency build` would put it)."""
     chart = tmp_path / "milvus-sidecar"
     shutil.copytree(PARENT, chart)
     shutil.copytree(CHART, chart / "charts" / "milvus-probe")
-    out = helm("template", "rel", str(chart), "--namespace", NAMESPACE).stdout
+    out = helm("template", "rel", str(chart), "--namespace", NAMESPACE, *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
