@@ -46,6 +46,9 @@ RUN ln -s /usr/bin/python3 /usr/local/bin/python
 LABEL {STAND_IN}="debian bookworm: {STAND_IN_PACKAGES}"
 """
 
+SESSION = f"{os.getpid()}"
+"""Suffix of the containers and pods a test session names: two sessions never collide."""
+
 CHART_SECURITY = (
     "--user=10001:10001",
     "--read-only",

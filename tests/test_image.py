@@ -159,6 +159,11 @@ def test_image_adds_at_most_100_mb_to_its_base_as_the_readme_says(image: Image) 
     )
 
 
+def named(what: str) -> str:
+    """A container name of this session's own (another session may run at the same time)."""
+    return f"milvus-probe-test-{what}-{podman.SESSION}"
+
+
 def readme_section(title: str) -> str:
     """The README's `### title` (or `## title`) section, up to the next heading."""
     text = (ROOT / "README.md").read_text()
@@ -214,7 +219,7 @@ def test_what_the_kubernetes_features_use_imports_inside_the_image(image: Image)
         "gone = ['kubernetes.aio', 'pip', 'setuptools', 'aiohttp']\n"
         "print('missing', [m for m in gone if u.find_spec(m) is None])\n"
     )
-    done = in_image(image, script, "milvus-probe-test-imports")
+    done = in_image(image, script, named("imports"))
     assert done.returncode == 0, done.stderr
     assert "missing ['kubernetes.aio', 'pip', 'setuptools', 'aiohttp']" in done.stdout
 
@@ -232,7 +237,7 @@ def test_serve_as_the_chart_runs_it_is_ready_and_probes_milvus(
 ) -> None:
     port = free_port()
     began = time.monotonic()
-    container = serve(image, "milvus-probe-test-serve", port, f"--uri={milvus.address}",
+    container = serve(image, named("serve"), port, f"--uri={milvus.address}",
                       "--probe.interval=500ms", "--probe.timeout=400ms")
     try:
         wait_until(lambda: _status(port, "/readyz", container) == 200, 30, "/readyz 200")
@@ -271,7 +276,7 @@ def test_check_exit_codes_in_the_image(
 ) -> None:
     uri = {"milvus": milvus.address, "refused": f"127.0.0.1:{free_port()}",
            "bad": "http://"}[where]
-    name = f"milvus-probe-test-check-{where}"
+    name = named(f"check-{where}")
     try:
         done = podman.podman("run", "--rm", f"--name={name}", "--network=host",
                              *podman.CHART_SECURITY, image.tag, "check", f"--uri={uri}",
@@ -297,7 +302,7 @@ def test_sigterm_to_pid_1_with_cycles_in_flight_exits_0_within_2_s(
     config.chmod(0o755)
     (config / "config.yaml").chmod(0o644)
     port = free_port()
-    container = serve(image, "milvus-probe-test-sigterm", port,
+    container = serve(image, named("sigterm"), port,
                       "--config.file=/etc/milvus-probe/config/config.yaml",
                       options=(f"--volume={config}:/etc/milvus-probe/config:ro",))
     try:
@@ -341,7 +346,7 @@ def test_the_process_writes_nothing_outside_tmp(image: Image, milvus: MilvusLite
     writable = (*(o for o in podman.CHART_SECURITY if o != "--read-only"), "--passwd=false")
     container = podman.run(
         image.tag, "serve", f"--web.listen-address=127.0.0.1:{port}", f"--uri={milvus.address}",
-        "--probe.interval=200ms", "--probe.timeout=150ms", name="milvus-probe-test-writes",
+        "--probe.interval=200ms", "--probe.timeout=150ms", name=named("writes"),
         options=writable,
     )
     try:
@@ -374,7 +379,7 @@ def test_discovery_and_events_work_inside_the_image(
     kube.kubeconfig(folder).chmod(0o644)
     port = free_port()
     container = serve(
-        image, "milvus-probe-test-discovery", port, "--kubeconfig=/etc/kube/kubeconfig",
+        image, named("discovery"), port, "--kubeconfig=/etc/kube/kubeconfig",
         "--discovery.kubernetes.enabled=true", f"--discovery.kubernetes.namespace={KUBE_NS}",
         f"--discovery.kubernetes.service={KUBE_SVC}",
         "--discovery.kubernetes.include-service=false",

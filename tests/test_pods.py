@@ -165,8 +165,10 @@ def status(agent: Agent, port: int, path: str) -> int | None:
 def test_the_charts_pod_plays_is_ready_and_probes_its_targets(  # type: ignore[no-untyped-def]
     helm, image: Image, tmp_path: Path, values: str
 ) -> None:
-    docs = [d for d in render(helm, "-f", str(CHART / "ci" / values))
-            if "helm.sh/hook" not in d["metadata"].get("annotations", {})]
+    out = helm("template", f"rel{podman.SESSION}", str(CHART), "--namespace", NAMESPACE,
+               "-f", str(CHART / "ci" / values)).stdout
+    docs = [d for d in yaml.safe_load_all(out)
+            if d and "helm.sh/hook" not in d["metadata"].get("annotations", {})]
     (workload,) = workloads(docs)
     certs = make_certs(tmp_path / "certs", ("milvus.prod.example.com",))
     secrets = {
@@ -242,7 +244,8 @@ def parent_chart(helm, tmp_path: Path, *args: str) -> list[dict[str, Any]]:  # t
     chart = tmp_path / "milvus-sidecar"
     shutil.copytree(PARENT, chart)
     shutil.copytree(CHART, chart / "charts" / "milvus-probe")
-    out = helm("template", "rel", str(chart), "--namespace", NAMESPACE, *args).stdout
+    out = helm("template", f"rel{podman.SESSION}", str(chart), "--namespace", NAMESPACE,
+               *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 

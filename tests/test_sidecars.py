@@ -33,6 +33,7 @@ EXAMPLES = ROOT / "docs" / "examples"
 SIDECAR_VALUES = CHART / "ci" / "sidecar-values.yaml"
 STANDIN = ROOT / "tests" / "charts" / "milvus-helm-standin"
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
+RELEASE = f"my-milvus{podman.SESSION}"
 
 
 def embedded(helm, tmp_path: Path, *args: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -123,7 +124,7 @@ def post_render(tmp_path: Path, chart: Path) -> list[dict[str, Any]]:
            "HELM_DATA_HOME": str(home / "data")}
     assert (ROOT / ".tools" / "kubectl").exists(), "kubectl is missing: `make tools` fetches it"
     done = subprocess.run(
-        [str(ROOT / ".tools" / "helm"), "template", "my-milvus", str(chart), "--namespace",
+        [str(ROOT / ".tools" / "helm"), "template", RELEASE, str(chart), "--namespace",
          "milvus", "--post-renderer", str(EXAMPLES / "milvus-helm" / "post-render.sh")],
         capture_output=True, text=True, timeout=120, env=env, check=False,
     )
@@ -140,8 +141,8 @@ def test_post_renderer_adds_the_probe_to_the_official_charts_proxy_pods(  # type
     loopback and /readyz/local-proxy answers 200."""
     docs = post_render(tmp_path, STANDIN)
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    proxy = deployments["my-milvus-milvus-proxy"]["spec"]["template"]["spec"]
-    querynode = deployments["my-milvus-milvus-querynode"]["spec"]["template"]["spec"]
+    proxy = deployments[f"{RELEASE}-milvus-proxy"]["spec"]["template"]["spec"]
+    querynode = deployments[f"{RELEASE}-milvus-querynode"]["spec"]["template"]["spec"]
     rendered = embedded(helm, tmp_path, "-f", str(SIDECAR_VALUES))
     assert [c["name"] for c in proxy["containers"]] == ["proxy", podman.PROBE_CONTAINER]
     assert proxy["containers"][1] == rendered["containers"][0]
@@ -156,7 +157,7 @@ def test_post_renderer_adds_the_probe_to_the_official_charts_proxy_pods(  # type
         "template", "milvus-probe", str(CHART), "--namespace", "milvus", "-f",
         str(SIDECAR_VALUES), "--show-only", "templates/configmap.yaml").stdout) if d]
     run, config_maps = podman.playable(
-        [*config, deployments["my-milvus-milvus-proxy"]],
+        [*config, deployments[f"{RELEASE}-milvus-proxy"]],
         images={podman.PROBE_CONTAINER: image.tag, "proxy": milvus_image},
         namespace="milvus", hosts=hosts_file(tmp_path / "hosts", config), secrets={},
     )
