@@ -167,6 +167,7 @@ def build(
     if built(tag, context, inputs, containerfile):
         return 0.0
     wanted = digest(context, [*inputs, containerfile])
+    previous = podman("image", "inspect", "--format", "{{.Id}}", tag, check=False).stdout.strip()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="milvus-probe-build-") as tmp:
         conf = pip_conf(Path(tmp))
@@ -178,7 +179,13 @@ def build(
             "--tag", tag, str(context),
             timeout=1800,
         )
-    return time.monotonic() - began
+    took = time.monotonic() - began
+    # Each rebuild leaves the image it replaced and the build stage's layers behind: drop the
+    # old image, and layers unused for a day (the dependency layer is rebuilt at most daily).
+    if previous:
+        podman("rmi", previous, check=False)
+    podman("image", "prune", "--force", "--filter", "until=24h", check=False)
+    return took
 
 
 @dataclass

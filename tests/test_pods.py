@@ -204,6 +204,7 @@ def check_pod(
                f"{values}: {ready_path} 200")
     print(f"\n{values}: ready {time.monotonic() - began:.1f} s after `podman kube play`")
     assert status(agent, port, live_path) == 200
+    assert status(agent, port, probe_endpoint(workload, "startupProbe")) == 200
     config = yaml.safe_load(config_maps[0]["data"]["config.yaml"])
     aliases = [t["alias"] for t in config["targets"]]
 
