@@ -78,12 +78,14 @@ def channel_options(target: Target) -> list[tuple[str, str | int]]:
         # gRPC's own connection attempt lasts max(this, 20 s) by default, past close():
         # bound it by the cycle's timeout so a silent server can't keep sockets open.
         ("grpc.min_reconnect_backoff_ms", max(int(target.timeout * 1000), 100)),
-        ("grpc.default_authority", target.address),
         ("grpc.primary_user_agent", f"milvus-probe/{probe.__version__}"),
     ]
+    server_name = target.tls.server_name if target.secure and target.tls else None
+    # gRPC checks the call's authority against the certificate unless it is the name TLS
+    # verifies: with a server_name, that name is the authority (as in pymilvus).
+    options.append(("grpc.default_authority", server_name or target.address))
     if target.secure:
-        name = (target.tls.server_name if target.tls else None) or target.host
-        options.append(("grpc.ssl_target_name_override", name))
+        options.append(("grpc.ssl_target_name_override", server_name or target.host))
     return options
 
 
