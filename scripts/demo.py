@@ -1,7 +1,8 @@
 """`make demo`: a local Milvus (milvus-lite server) on 127.0.0.1:19530 and the probe on :9091.
 
-The probe runs the data-plane canary (create: true, write: true): the first cycle finds no
-collection and sets it up in the background, then every cycle shows search, query and write.
+The probe runs the data-plane canary (create: true, write: true): the first cycle starts the
+collection's setup in the background and, until it is done, says the canary waits for it
+(not a failure); then every cycle shows search, query and write.
 
 Ctrl-C stops both. Ports can be changed with MILVUS_PORT and PROBE_PORT.
 """
