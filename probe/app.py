@@ -80,13 +80,27 @@ class App:
             on_missed=self.metrics.missed_cycle,
             clock=clock,
         )
-        pprof = LazyProfiling(config.profiling, SECRET_FLAGS) if config.profiling.enabled else None
-        self.router = Router(DaemonApi(self), pprof)
         self.cluster: Cluster | None = None
         if cluster.wanted(config):  # the only path that imports `kubernetes`
             self.cluster = Cluster(config, self.registry)
             if self.cluster.discovery is not None:
                 self.health.extra_checks.append(self.cluster.discovery_check)
+        self.hub = Hub()
+        pprof = LazyProfiling(config.profiling, SECRET_FLAGS) if config.profiling.enabled else None
+        api = DaemonApi(
+            metrics_app=self.metrics_app,
+            hub=self.hub,
+            probers=self.probers,
+            health=self.health,
+            history=self.history,
+            config=lambda: self.config,
+            reload=self.reload,
+            started=self.started,
+            clock=clock,
+            profiling=pprof is not None,
+            events=self.cluster.events if self.cluster is not None else None,
+        )
+        self.router = Router(api, pprof)
         self.discovery = self.cluster.discovery if self.cluster else None
         target_events = self.cluster.target_events if self.cluster else None
         self.server = ManagementServer(self.router, config.listen_address)
@@ -95,7 +109,6 @@ class App:
 
         # The wiring. Listeners hear of target changes in this order: the scheduler
         # first, so a removed target is never scheduled again once its series are gone.
-        self.hub = Hub()
         self.hub.listen(lambda diff: self.scheduler.update(diff.current))
         self.hub.listen(self._forget_removed)
         self.hub.listen(self.metrics.follow)
