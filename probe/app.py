@@ -103,7 +103,9 @@ class App:
         self.router = Router(api, pprof)
         self.discovery = self.cluster.discovery if self.cluster else None
         target_events = self.cluster.target_events if self.cluster else None
-        self.server = ManagementServer(self.router, config.listen_address)
+        self.server = ManagementServer(
+            self.router, config.listen_address, config.web.max_requests
+        )
         self._reload_lock = threading.Lock()
         self._stopping = False
 

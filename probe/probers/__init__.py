@@ -120,11 +120,17 @@ def occasional_phases_of(target: Target) -> tuple[str, ...]:
     return found
 
 
+ON_DEMAND_SLOTS = 2
+"""Cycles run on demand (`/probe`) at once, on slots of their own beside the schedule's."""
+
+
 class Probers:
     """Every kind's prober (made on first use), sharing connection slots and one ledger,
     and the checks beside a cycle: Milvus's management port and TLS certificates.
 
-    At most `max_concurrent` cycles run at once across all kinds: each holds a connection.
+    At most `max_concurrent` scheduled cycles run at once across all kinds, each holding
+    a connection, and beside them at most ON_DEMAND_SLOTS cycles asked for on demand:
+    those never take a scheduled cycle's slot, however many clients ask.
     """
 
     def __init__(
@@ -141,6 +147,7 @@ class Probers:
         """Canary setups of every target, run off the cycle (read by metrics)."""
         self.max_concurrent = max_concurrent
         self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._on_demand = threading.BoundedSemaphore(ON_DEMAND_SLOTS)
         self._lock = threading.Lock()
         self._probers: dict[str, Prober] = {}
         self._management: ManagementCheck | None = None
@@ -169,11 +176,20 @@ class Probers:
             return prober
 
     def run(
-        self, target: Target, info: InfoMode = InfoMode.NONE, slot_timeout: float | None = None
+        self,
+        target: Target,
+        info: InfoMode = InfoMode.NONE,
+        slot_timeout: float | None = None,
+        *,
+        on_demand: bool = False,
     ) -> ProbeResult:
-        """One cycle. Waits for a connection slot (raising SlotsBusy after `slot_timeout`)."""
+        """One cycle. Waits for a connection slot (raising SlotsBusy after `slot_timeout`):
+        a scheduled one, or with `on_demand` one of the ON_DEMAND_SLOTS."""
         prober = self.of(target.protocol)
-        if not self._slots.acquire(timeout=slot_timeout):
+        slots = self._on_demand if on_demand else self._slots
+        if not slots.acquire(timeout=slot_timeout):
+            if on_demand:
+                raise SlotsBusy(f"all {ON_DEMAND_SLOTS} on-demand slots are busy")
             raise SlotsBusy(f"all {self.max_concurrent} connection slots are busy")
         try:
             result = prober.run(target, info)
@@ -194,7 +210,7 @@ class Probers:
                 result, management=view or result.management, tls=tls or result.tls
             )
         finally:
-            self._slots.release()
+            slots.release()
 
     def forget(self, target: Target) -> None:
         with self._lock:

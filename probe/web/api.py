@@ -54,9 +54,12 @@ class DaemonApi:
         return self._health.target_check(alias)
 
     def probe_now(self, alias: str | None) -> tuple[ProbeResult, TargetState | None]:
-        """Run one cycle now for `/probe`. It is not recorded in metrics or history."""
+        """Run one cycle now for `/probe`, on the on-demand slots (never the schedule's).
+        It is not recorded in metrics or history."""
         target = self._hub.pick(alias)
-        result = self._probers.run(target, InfoMode.VERSION, slot_timeout=target.timeout)
+        result = self._probers.run(
+            target, InfoMode.VERSION, slot_timeout=target.timeout, on_demand=True
+        )
         return result, self._health.state(target.alias)
 
     def _window(self, text: str | None) -> float:

@@ -1,13 +1,21 @@
-"""The management HTTP server: one threaded WSGI server, dual stack, with deadlines.
+"""The management HTTP server: one threaded WSGI server, dual stack, bounded.
 
-We keep prometheus_client's threaded-WSGI pattern in our own classes. Every connection
-gets a read timeout and a whole-request deadline; silent connections wait threadless.
+We keep prometheus_client's threaded-WSGI pattern in our own classes, with two rooms:
+
+- the waiting room: one thread reads every connection's request head, threadless and
+  with a deadline (READ_TIMEOUT from the accept), so silent, one-byte and slowloris
+  clients cost a socket each, never a thread;
+- the handlers: a request whose head is in gets one of at most `max_requests` threads;
+  when all are busy it gets 503 with Retry-After at once. Kubelet's probes (`/healthz`,
+  `/livez`, `/readyz`) are answered by the waiting room's own thread, so they never wait
+  for a handler, however busy the handlers are.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import selectors
 import socket
@@ -22,71 +30,53 @@ from probe.web.wsgi import WSGIApp
 logger = logging.getLogger(__name__)
 
 READ_TIMEOUT = 10.0
-"""Seconds a client may take to send its request (and between reads) before we hang up."""
+"""Seconds a client may take, from its connection, to send its request head."""
+
+MAX_HEAD = 80 * 1024
+"""Largest request head read (http.server's own limit is 64 KiB a line, 100 lines)."""
+
+PROBE_PATHS = ("/healthz", "/livez", "/readyz")
+"""Paths kubelet's probes ask (and `/readyz/<alias>`): answered without waiting for a
+handler thread, so a busy port never fails its liveness or readiness."""
+
+PROBE_ANSWER_TIMEOUT = 1.0
+"""Seconds the waiting room gives a kubelet probe's answer to leave (kubelet's timeout)."""
 
 
-class _Deadlines:
-    """Hangs up on connections that haven't delivered a whole request in READ_TIMEOUT.
+class _Prefixed(io.RawIOBase):
+    """The bytes the waiting room read, then the rest of the socket."""
 
-    The socket timeout alone bounds each read, so a client trickling a byte at a time
-    (slowloris) would never time out; this bounds the request as a whole. One thread
-    serves every connection.
-    """
+    def __init__(self, head: bytes, sock: socket.socket) -> None:
+        self._head = memoryview(head)
+        self._sock = sock
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._due: dict[socket.socket, float] = {}
-        threading.Thread(target=self._reap, name="http-deadlines", daemon=True).start()
+    def readable(self) -> bool:
+        return True
 
-    def watch(self, connection: socket.socket) -> None:
-        with self._cond:
-            self._due[connection] = time.monotonic() + READ_TIMEOUT
-            self._cond.notify()
-
-    def release(self, connection: socket.socket) -> None:
-        with self._cond:
-            self._due.pop(connection, None)
-
-    def _reap(self) -> None:
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                for connection, due in list(self._due.items()):
-                    if due <= now:
-                        del self._due[connection]
-                        with contextlib.suppress(OSError):
-                            connection.shutdown(socket.SHUT_RDWR)
-                nearest = min(self._due.values(), default=now + READ_TIMEOUT)
-                self._cond.wait(max(nearest - now, 0.05))
-
-
-_DEADLINES: _Deadlines | None = None
-_DEADLINES_LOCK = threading.Lock()
-
-
-def _deadlines() -> _Deadlines:
-    global _DEADLINES
-    with _DEADLINES_LOCK:
-        if _DEADLINES is None:
-            _DEADLINES = _Deadlines()
-        return _DEADLINES
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            size = min(len(buffer), len(self._head))
+            buffer[:size] = self._head[:size]
+            self._head = self._head[size:]
+            return size
+        return self._sock.recv_into(buffer)
 
 
 class _QuietHandler(WSGIRequestHandler):
-    timeout = READ_TIMEOUT  # each read; _Deadlines bounds the whole request
+    timeout = READ_TIMEOUT  # each read or write once the head is in
+    server: _ThreadingServer
 
     def setup(self) -> None:
+        head, timeout = self.server.take_arrival(self.request)
         super().setup()
-        _deadlines().watch(self.connection)
+        self.connection.settimeout(timeout)
+        self.rfile = io.BufferedReader(_Prefixed(head, self.connection))
 
     def finish(self) -> None:
-        _deadlines().release(self.connection)
         with contextlib.suppress(OSError):
             super().finish()
 
     def get_environ(self) -> dict[str, Any]:
-        # The request line and headers are in: no more deadline (profiles may run long).
-        _deadlines().release(self.connection)
         environ = super().get_environ()
         # Long requests (profiles) watch the socket to stop when the client goes away.
         environ["probe.socket"] = self.connection
@@ -102,13 +92,41 @@ class _QuietHandler(WSGIRequestHandler):
             logger.debug("http connection from %s ended: %s", self.client_address, exc)
 
 
-class _WaitingRoom:
-    """Accepted connections wait here, threadless, until they send something.
+class _Arrival:
+    """A connection in the waiting room: who, until when, and what it has sent so far."""
 
-    Thread-per-connection lets 1,000 idle clients hold 1,000 threads, and dropping them
-    all at once wakes 1,000 threads that fight the probes for the GIL. Here one thread
-    watches every silent connection with a selector: the first bytes earn a handler
-    thread; READ_TIMEOUT of silence earns a close, from this one thread.
+    __slots__ = ("address", "due", "head")
+
+    def __init__(self, address: Any, due: float) -> None:
+        self.address, self.due = address, due
+        self.head = bytearray()
+
+
+def _head_end(head: bytearray) -> int:
+    """Where the request head ends (after its blank line), or -1 while it is incomplete."""
+    for blank in (b"\r\n\r\n", b"\n\n"):
+        found = head.find(blank)
+        if found >= 0:
+            return found + len(blank)
+    return -1
+
+
+def _path(head: bytes) -> str:
+    """The request's path, from its request line ("" if it has none)."""
+    parts = head.split(b"\n", 1)[0].split()
+    if len(parts) < 2:
+        return ""
+    return parts[1].split(b"?", 1)[0].decode("latin-1")
+
+
+class _WaitingRoom:
+    """Accepted connections wait here, threadless, until their request head is in.
+
+    Thread-per-connection lets 1,000 idle clients hold 1,000 threads (and 300 clients
+    that send one byte, 300), and dropping them all at once wakes as many threads that
+    fight the probes for the GIL. Here one thread reads every connection's head with a
+    selector: a whole head earns a handler (or, for kubelet's probes, an answer right
+    here); READ_TIMEOUT from the accept without one earns a close, from this one thread.
     """
 
     def __init__(self, server: _ThreadingServer) -> None:
@@ -123,9 +141,12 @@ class _WaitingRoom:
         self._thread.start()
 
     def add(self, request: socket.socket, client_address: Any) -> None:
+        request.setblocking(False)
         with self._lock:
             self._selector.register(
-                request, selectors.EVENT_READ, (client_address, time.monotonic() + READ_TIMEOUT)
+                request,
+                selectors.EVENT_READ,
+                _Arrival(client_address, time.monotonic() + READ_TIMEOUT),
             )
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
@@ -147,32 +168,68 @@ class _WaitingRoom:
             with self._lock:
                 waiting = [k for k in self._selector.get_map().values() if k.data is not None]
             now = time.monotonic()
-            nearest = min((k.data[1] for k in waiting), default=now + 1.0)
+            nearest = min((k.data.due for k in waiting), default=now + 1.0)
             for key, _ in self._selector.select(max(min(nearest - now, 1.0), 0.0)):
                 if key.data is None:
                     with contextlib.suppress(OSError):
                         self._wake_r.recv(4096)
                     continue
-                with self._lock:
-                    self._selector.unregister(key.fileobj)
-                self._server.handle_in_thread(key.fileobj, key.data[0])  # type: ignore[arg-type]
+                self._read(key.fileobj, key.data)  # type: ignore[arg-type]
             now = time.monotonic()
             with self._lock:
                 expired = [
                     k
                     for k in self._selector.get_map().values()
-                    if k.data is not None and k.data[1] <= now
+                    if k.data is not None and k.data.due <= now
                 ]
                 for key in expired:
                     self._selector.unregister(key.fileobj)
             for key in expired:
                 self._server.shutdown_request(key.fileobj)  # type: ignore[arg-type]
 
+    def _read(self, sock: socket.socket, arrival: _Arrival) -> None:
+        """Read what `sock` has sent; hand it on once its head is in."""
+        try:
+            data = sock.recv(MAX_HEAD + 1 - len(arrival.head))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        arrival.head += data
+        end = _head_end(arrival.head)
+        if data and end < 0 and len(arrival.head) <= MAX_HEAD:
+            return  # more to come
+        with self._lock:
+            self._selector.unregister(sock)
+        if not data and end < 0:  # the client hung up (or reset) before a whole head
+            self._server.shutdown_request(sock)
+        elif end < 0:  # over MAX_HEAD: answered as http.server answers an overlong line
+            line_done = b"\n" in arrival.head
+            self._server.refuse(
+                sock, 431 if line_done else 414, "request head over 80 KiB\n"
+            )
+        else:
+            self._server.dispatch(sock, arrival.address, bytes(arrival.head))
+
+
+_REFUSALS = {
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
+
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], max_requests: int) -> None:
+        self.max_requests = max_requests
+        self._handlers = threading.BoundedSemaphore(max_requests)
+        self._arrivals: dict[socket.socket, tuple[bytes, float]] = {}
+        self._arrivals_lock = threading.Lock()
+        super().__init__(address, _QuietHandler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind asks socket.getfqdn(host): a reverse DNS lookup at start-up,
@@ -189,8 +246,74 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         self._room.add(request, client_address)
 
-    def handle_in_thread(self, request: socket.socket, client_address: Any) -> None:
-        ThreadingMixIn.process_request(self, request, client_address)
+    def dispatch(self, request: socket.socket, client_address: Any, head: bytes) -> None:
+        """A whole head is in: answer a kubelet probe here, else hand it to a handler."""
+        path = _path(head)
+        if path in PROBE_PATHS or path.startswith("/readyz/"):
+            self._arrive(request, head, PROBE_ANSWER_TIMEOUT)
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+            return
+        if not self._handlers.acquire(blocking=False):
+            self.refuse(
+                request,
+                503,
+                f"busy: {self.max_requests} requests in progress "
+                "(--web.max-requests); retry in a second\n",
+                retry_after=True,
+            )
+            return
+        self._arrive(request, head, READ_TIMEOUT)
+        try:
+            threading.Thread(
+                target=self._handle,
+                args=(request, client_address),
+                name="process_request_thread",
+                daemon=True,
+            ).start()
+        except RuntimeError:  # no thread to be had: the same answer as a full house
+            self._handlers.release()
+            self.take_arrival(request)
+            self.refuse(request, 503, "busy; retry in a second\n", retry_after=True)
+
+    def _arrive(self, request: socket.socket, head: bytes, timeout: float) -> None:
+        with self._arrivals_lock:
+            self._arrivals[request] = (head, timeout)
+
+    def take_arrival(self, request: socket.socket) -> tuple[bytes, float]:
+        """The head the waiting room read from `request`, and the time each I/O may take."""
+        with self._arrivals_lock:
+            return self._arrivals.pop(request, (b"", READ_TIMEOUT))
+
+    def _handle(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self._handlers.release()
+
+    def refuse(
+        self, request: socket.socket, status: int, text: str, *, retry_after: bool = False
+    ) -> None:
+        """Answer `status` from the waiting room (never blocks) and hang up."""
+        body = text.encode()
+        lines = [
+            f"HTTP/1.1 {status} {_REFUSALS[status]}",
+            "Content-Type: text/plain; charset=utf-8",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+            *(["Retry-After: 1"] if retry_after else []),
+        ]
+        with contextlib.suppress(OSError):
+            request.setblocking(False)
+            request.send("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
+        self.shutdown_request(request)
 
     def server_close(self) -> None:
         super().server_close()
@@ -218,22 +341,23 @@ class ListenError(OSError):
 
 
 class ManagementServer:
-    """Serves a WSGI app on `(host, port)` from a background thread."""
+    """Serves a WSGI app on `(host, port)` from a background thread, at most
+    `max_requests` requests at once."""
 
-    def __init__(self, app: WSGIApp, address: tuple[str, int]) -> None:
+    def __init__(self, app: WSGIApp, address: tuple[str, int], max_requests: int) -> None:
         host, port = address
         try:
             if host in ("", "::") and socket.has_ipv6:
                 try:
-                    server: _ThreadingServer = _DualStackServer(("::", port), _QuietHandler)
+                    server: _ThreadingServer = _DualStackServer(("::", port), max_requests)
                 except OSError as exc:
                     if exc.errno == errno.EADDRINUSE:  # don't mask it with the fallback
                         raise
-                    server = _ThreadingServer(("0.0.0.0", port), _QuietHandler)
+                    server = _ThreadingServer(("0.0.0.0", port), max_requests)
             elif ":" in host:
-                server = _IPv6Server((host, port), _QuietHandler)
+                server = _IPv6Server((host, port), max_requests)
             else:
-                server = _ThreadingServer((host or "0.0.0.0", port), _QuietHandler)
+                server = _ThreadingServer((host or "0.0.0.0", port), max_requests)
         except OSError as exc:
             shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             hint = ""
