@@ -103,8 +103,13 @@ class App:
         self.router = Router(api, pprof)
         self.discovery = self.cluster.discovery if self.cluster else None
         target_events = self.cluster.target_events if self.cluster else None
+        web_config = None
+        if config.web.config_file:  # the only path that imports ssl's server side, bcrypt
+            from probe.web.security import WebConfigFile
+
+            web_config = WebConfigFile(config.web.config_file)  # ConfigError: refuse to start
         self.server = ManagementServer(
-            self.router, config.listen_address, config.web.max_requests
+            self.router, config.listen_address, config.web.max_requests, web_config
         )
         self._reload_lock = threading.Lock()
         self._stopping = False
@@ -229,6 +234,7 @@ class App:
             old = self.config
             for name, before, after in (
                 ("web.listen-address", old.listen_address, new.listen_address),
+                ("web.*", old.web, new.web),
                 ("probe.max-concurrent", old.probe.max_concurrent, new.probe.max_concurrent),
                 ("discovery.*", old.discovery, new.discovery),
                 ("events.enabled", old.events, new.events),

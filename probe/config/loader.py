@@ -177,7 +177,9 @@ def load(sources: Sources) -> Config:
         raise ConfigError(issues.items)
     return Config(
         listen_address=values["web.listen-address"],
-        web=WebSettings(max_requests=values["web.max-requests"]),
+        web=WebSettings(
+            max_requests=values["web.max-requests"], config_file=values["web.config.file"]
+        ),
         log_level=values["log.level"],
         log_format=values["log.format"],
         config_file=config_file,

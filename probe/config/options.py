@@ -85,6 +85,15 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "web.config.file",
+        string,
+        WebSettings.config_file,
+        "exporter-toolkit web config (TLS, client certificates, basic auth) for the "
+        "management port; re-read when it or a file it names changes",
+        "web",
+        metavar="PATH",
+    ),
+    Option(
         "config.file",
         string,
         None,

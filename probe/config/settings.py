@@ -91,6 +91,9 @@ class WebSettings:
     max_requests: int = 16
     """Requests served at once (default 16); more get 503 with Retry-After at once.
     Kubelet's probes (/healthz, /livez, /readyz) are answered apart and never wait."""
+    config_file: str | None = None
+    """The exporter-toolkit web config (TLS, client certificates, basic auth), re-read
+    when it changes; None serves plain HTTP to anyone who can connect."""
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,13 @@ import socket
 import threading
 import time
 from socketserver import TCPServer, ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from probe.web.wsgi import WSGIApp
+
+if TYPE_CHECKING:
+    from probe.web.security import Security, WebConfigFile
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +65,27 @@ class _Prefixed(io.RawIOBase):
         return self._sock.recv_into(buffer)
 
 
+class _Handoff(NamedTuple):
+    """What the waiting room hands a handler with a connection."""
+
+    head: bytes
+    timeout: float
+    """Seconds each read or write may take."""
+    security: Security | None = None
+    """The web config in force when the connection arrived (None: no web config)."""
+    verified: bool = False
+    """The client presented a certificate the web config verified and allows."""
+
+
 class _QuietHandler(WSGIRequestHandler):
     timeout = READ_TIMEOUT  # each read or write once the head is in
     server: _ThreadingServer
 
     def setup(self) -> None:
-        head, timeout = self.server.take_arrival(self.request)
+        self.handoff = self.server.take_arrival(self.request)
         super().setup()
-        self.connection.settimeout(timeout)
-        self.rfile = io.BufferedReader(_Prefixed(head, self.connection))
+        self.connection.settimeout(self.handoff.timeout)
+        self.rfile = io.BufferedReader(_Prefixed(self.handoff.head, self.connection))
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
@@ -80,6 +95,11 @@ class _QuietHandler(WSGIRequestHandler):
         environ = super().get_environ()
         # Long requests (profiles) watch the socket to stop when the client goes away.
         environ["probe.socket"] = self.connection
+        if self.handoff.security is not None:
+            environ["probe.security"] = self.handoff.security
+            environ["probe.client_verified"] = self.handoff.verified
+            if self.handoff.security.context is not None:
+                environ["wsgi.url_scheme"], environ["HTTPS"] = "https", "on"
         return environ
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -93,13 +113,17 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class _Arrival:
-    """A connection in the waiting room: who, until when, and what it has sent so far."""
+    """A connection in the waiting room: who, until when, under which web config, and
+    what it has sent so far."""
 
-    __slots__ = ("address", "due", "head")
+    __slots__ = ("address", "due", "head", "security", "secured", "verified")
 
-    def __init__(self, address: Any, due: float) -> None:
-        self.address, self.due = address, due
+    def __init__(self, address: Any, due: float, security: Security | None) -> None:
+        self.address, self.due, self.security = address, due, security
         self.head = bytearray()
+        self.secured = security is None or security.context is None
+        """No TLS to set up, or its handshake is done."""
+        self.verified = False
 
 
 def _head_end(head: bytearray) -> int:
@@ -142,12 +166,9 @@ class _WaitingRoom:
 
     def add(self, request: socket.socket, client_address: Any) -> None:
         request.setblocking(False)
+        arrival = _Arrival(client_address, time.monotonic() + READ_TIMEOUT, self._server.security())
         with self._lock:
-            self._selector.register(
-                request,
-                selectors.EVENT_READ,
-                _Arrival(client_address, time.monotonic() + READ_TIMEOUT),
-            )
+            self._selector.register(request, selectors.EVENT_READ, arrival)
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 
@@ -189,16 +210,29 @@ class _WaitingRoom:
 
     def _read(self, sock: socket.socket, arrival: _Arrival) -> None:
         """Read what `sock` has sent; hand it on once its head is in."""
-        try:
-            data = sock.recv(MAX_HEAD + 1 - len(arrival.head))
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        arrival.head += data
-        end = _head_end(arrival.head)
-        if data and end < 0 and len(arrival.head) <= MAX_HEAD:
-            return  # more to come
+        if not arrival.secured:
+            secured = self._handshake(sock, arrival)
+            if secured is None:
+                return
+            sock = secured
+        tls = arrival.security is not None and arrival.security.context is not None
+        while True:
+            try:
+                data = sock.recv(MAX_HEAD + 1 - len(arrival.head))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ssl.SSLWantReadError is an OSError too
+                if tls and _wants_more(exc):
+                    return
+                data = b""
+            arrival.head += data
+            end = _head_end(arrival.head)
+            if data and end < 0 and len(arrival.head) <= MAX_HEAD:
+                # more to come; TLS may hold decrypted bytes the selector can't see
+                if tls and sock.pending():  # type: ignore[attr-defined]
+                    continue
+                return
+            break
         with self._lock:
             self._selector.unregister(sock)
         if not data and end < 0:  # the client hung up (or reset) before a whole head
@@ -209,10 +243,75 @@ class _WaitingRoom:
                 sock, 431 if line_done else 414, "request head over 80 KiB\n"
             )
         else:
-            self._server.dispatch(sock, arrival.address, bytes(arrival.head))
+            self._server.dispatch(sock, arrival.address, arrival)
+
+
+    def _handshake(self, sock: socket.socket, arrival: _Arrival) -> socket.socket | None:
+        """Advance `sock`'s TLS handshake; the TLS socket once done, else None (waiting,
+        refused or failed)."""
+        import ssl
+
+        assert arrival.security is not None and arrival.security.context is not None
+        if not isinstance(sock, ssl.SSLSocket):
+            try:
+                first = sock.recv(1, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError:
+                first = b""
+            with self._lock:
+                self._selector.unregister(sock)
+            if first != b"\x16":  # not a TLS handshake record
+                if first:  # as Go's net/http answers it
+                    self._server.refuse(
+                        sock, 400, "Client sent an HTTP request to an HTTPS server.\n"
+                    )
+                else:
+                    self._server.shutdown_request(sock)
+                return None
+            try:
+                sock = arrival.security.context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
+            except OSError:
+                self._server.shutdown_request(sock)
+                return None
+            with self._lock:
+                self._selector.register(sock, selectors.EVENT_READ, arrival)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(sock, selectors.EVENT_READ)
+            return None
+        except ssl.SSLWantWriteError:
+            self._watch(sock, selectors.EVENT_WRITE)
+            return None
+        except OSError as exc:
+            logger.debug("http TLS handshake with %s failed: %s", arrival.address, exc)
+            with self._lock:
+                self._selector.unregister(sock)
+            self._server.shutdown_request(sock)
+            return None
+        arrival.secured = True
+        arrival.verified = arrival.security.peer_allowed(sock.getpeercert())
+        self._watch(sock, selectors.EVENT_READ)
+        return sock
+
+    def _watch(self, sock: socket.socket, events: int) -> None:
+        with self._lock:
+            key = self._selector.get_key(sock)
+            if key.events != events:
+                self._selector.modify(sock, events, key.data)
+
+
+def _wants_more(exc: OSError) -> bool:
+    import ssl
+
+    return isinstance(exc, (ssl.SSLWantReadError, ssl.SSLWantWriteError))
 
 
 _REFUSALS = {
+    400: "Bad Request",
     414: "URI Too Long",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
@@ -224,10 +323,13 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], max_requests: int) -> None:
+    def __init__(
+        self, address: tuple[str, int], max_requests: int, web_config: WebConfigFile | None
+    ) -> None:
         self.max_requests = max_requests
+        self._web_config = web_config
         self._handlers = threading.BoundedSemaphore(max_requests)
-        self._arrivals: dict[socket.socket, tuple[bytes, float]] = {}
+        self._arrivals: dict[socket.socket, _Handoff] = {}
         self._arrivals_lock = threading.Lock()
         super().__init__(address, _QuietHandler)
 
@@ -246,11 +348,17 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         self._room.add(request, client_address)
 
-    def dispatch(self, request: socket.socket, client_address: Any, head: bytes) -> None:
+    def security(self) -> Security | None:
+        """The web config in force now (None: none is configured)."""
+        return self._web_config.current() if self._web_config is not None else None
+
+    def dispatch(self, request: socket.socket, client_address: Any, arrival: _Arrival) -> None:
         """A whole head is in: answer a kubelet probe here, else hand it to a handler."""
+        head = bytes(arrival.head)
         path = _path(head)
         if path in PROBE_PATHS or path.startswith("/readyz/"):
-            self._arrive(request, head, PROBE_ANSWER_TIMEOUT)
+            self._arrive(request, _Handoff(head, PROBE_ANSWER_TIMEOUT, arrival.security,
+                                           arrival.verified))
             try:
                 self.finish_request(request, client_address)
             except Exception:
@@ -267,7 +375,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
                 retry_after=True,
             )
             return
-        self._arrive(request, head, READ_TIMEOUT)
+        self._arrive(request, _Handoff(head, READ_TIMEOUT, arrival.security, arrival.verified))
         try:
             threading.Thread(
                 target=self._handle,
@@ -280,14 +388,14 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
             self.take_arrival(request)
             self.refuse(request, 503, "busy; retry in a second\n", retry_after=True)
 
-    def _arrive(self, request: socket.socket, head: bytes, timeout: float) -> None:
+    def _arrive(self, request: socket.socket, handoff: _Handoff) -> None:
         with self._arrivals_lock:
-            self._arrivals[request] = (head, timeout)
+            self._arrivals[request] = handoff
 
-    def take_arrival(self, request: socket.socket) -> tuple[bytes, float]:
-        """The head the waiting room read from `request`, and the time each I/O may take."""
+    def take_arrival(self, request: socket.socket) -> _Handoff:
+        """What the waiting room read from `request` and knows of it."""
         with self._arrivals_lock:
-            return self._arrivals.pop(request, (b"", READ_TIMEOUT))
+            return self._arrivals.pop(request, _Handoff(b"", READ_TIMEOUT))
 
     def _handle(self, request: socket.socket, client_address: Any) -> None:
         try:
@@ -342,22 +450,29 @@ class ListenError(OSError):
 
 class ManagementServer:
     """Serves a WSGI app on `(host, port)` from a background thread, at most
-    `max_requests` requests at once."""
+    `max_requests` requests at once, under the web config file if one is given."""
 
-    def __init__(self, app: WSGIApp, address: tuple[str, int], max_requests: int) -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        address: tuple[str, int],
+        max_requests: int,
+        web_config: WebConfigFile | None = None,
+    ) -> None:
         host, port = address
+        rules = (max_requests, web_config)
         try:
             if host in ("", "::") and socket.has_ipv6:
                 try:
-                    server: _ThreadingServer = _DualStackServer(("::", port), max_requests)
+                    server: _ThreadingServer = _DualStackServer(("::", port), *rules)
                 except OSError as exc:
                     if exc.errno == errno.EADDRINUSE:  # don't mask it with the fallback
                         raise
-                    server = _ThreadingServer(("0.0.0.0", port), max_requests)
+                    server = _ThreadingServer(("0.0.0.0", port), *rules)
             elif ":" in host:
-                server = _IPv6Server((host, port), max_requests)
+                server = _IPv6Server((host, port), *rules)
             else:
-                server = _ThreadingServer((host or "0.0.0.0", port), max_requests)
+                server = _ThreadingServer((host or "0.0.0.0", port), *rules)
         except OSError as exc:
             shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             hint = ""
@@ -369,6 +484,10 @@ class ManagementServer:
             raise ListenError(
                 exc.errno, f"cannot listen on {shown}: {exc.strerror}{hint}"
             ) from None
+        if web_config is not None:
+            from probe.web.security import Guard
+
+            app = Guard(app, web_config.current)
         server.set_app(app)
         self._server = server
         self._thread = threading.Thread(

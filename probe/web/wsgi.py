@@ -13,6 +13,7 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
