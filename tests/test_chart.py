@@ -183,7 +183,9 @@ def test_rendered_config_is_one_the_daemon_accepts(
     args = (
         workloads[0]["spec"]["template"]["spec"]["containers"][0]["args"][1:] if workloads else []
     )
-    args = [a for a in args if not a.startswith("--config.file")]
+    # The web config is in the user's Secret; tests/test_web_security.py runs the daemon
+    # with the one the chart renders itself.
+    args = [a for a in args if not a.startswith(("--config.file", "--web.config.file"))]
     done = subprocess.run(
         [
             sys.executable,
@@ -296,6 +298,7 @@ PORT_FORWARD = {
     # A StatefulSet's pods each hold one shard: name the pod, not the set.
     "discovery-values.yaml": ("port-forward pod/rel-milvus-probe-0 9091:9091", "StatefulSet"),
     "sidecar-values.yaml": ("port-forward pod/<milvus-pod> 9191:9191", None),
+    "web-config-values.yaml": ("port-forward deploy/rel-milvus-probe 9091:9091", "Deployment"),
 }
 
 

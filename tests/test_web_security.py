@@ -25,11 +25,13 @@ import yaml
 from prometheus_client import CollectorRegistry, Gauge, make_wsgi_app
 
 from kit.net import http_get
+from kit.process import Daemon
 from probe.app import App
 from probe.config import ConfigError
 from probe.web.security import load_security
 from tests.conftest import DaemonFactory
 from tests.support import Certs, MilvusLite, wait_until
+from tests.test_chart import helm, kinds, render  # noqa: F401  (helm: a fixture)
 from tests.test_monitoring import Prometheus
 from tests.test_pprof import go_pprof  # noqa: F401  (a fixture)
 
@@ -544,3 +546,78 @@ def test_prometheus_3_accept_headers(daemon: DaemonFactory, milvus: MilvusLite,
     assert got[0]["Content-Type"] == content_type
     assert body.endswith(b"# EOF\n") == content_type.startswith("application/openmetrics-text")
 
+
+
+# --------------------------------------------------------------------------- the chart
+
+
+CHART_MODES = {
+    "TLS and basic auth": {"tls_server_config": {"cert_file": "tls.crt", "key_file": "tls.key"},
+                           "basic_auth_users": {"prom": "HASH"}},
+    "mutual TLS required": {"tls_server_config": {
+        "cert_file": "tls.crt", "key_file": "tls.key", "client_ca_file": "client-ca.crt",
+        "client_auth_type": "RequireAndVerifyClientCert"}},
+    "basic auth over HTTP": {"basic_auth_users": {"prom": "HASH"}},
+}
+
+
+@pytest.mark.parametrize("mode", sorted(CHART_MODES))
+def test_the_charts_web_config_serves_kubelet_and_prometheus(
+        helm: Any, mode: str, certs: Certs, milvus: MilvusLite, tmp_path: Path) -> None:  # noqa: F811
+    """`webConfig` rendered by the chart, run by the daemon with the container's own
+    flags: kubelet's probes as the chart renders them (HTTPS without verifying, no
+    credentials) pass, and the ServiceMonitor's scheme, TLS and credentials get in,
+    where none get 401 or 403."""
+    config = yaml.safe_load(yaml.safe_dump(CHART_MODES[mode]).replace("HASH", hashed(PASSWORD)))
+    files = {"tls.crt": certs.server_cert.read_text(), "tls.key": certs.server_key.read_text(),
+             "client-ca.crt": certs.ca.read_text()}
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({
+        "webConfig": {"enabled": True, "config": config, "files": files, "scrape": {
+            "tlsConfig": {"ca": {"secret": {"name": "scrape", "key": "ca.crt"}}},
+            "basicAuth": {"username": {"name": "scrape", "key": "username"},
+                          "password": {"name": "scrape", "key": "password"}}}},
+        "serviceMonitor": {"enabled": True}, "targets": [{"alias": "lite",
+                                                          "uri": milvus.address}]}))
+    docs = kinds(render(helm, "-f", str(values)))
+    (secret,) = docs["Secret"]
+    mount = tmp_path / "web"
+    mount.mkdir()
+    for name, text in secret["stringData"].items():
+        (mount / name).write_text(text)
+    container = docs["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    args = [a.replace("/etc/milvus-probe/web", str(mount)) for a in container["args"][1:]
+            if not a.startswith(("--config.file", "--web.listen-address"))]
+    (endpoint,) = docs["ServiceMonitor"][0]["spec"]["endpoints"]
+    tls = "tls_server_config" in config
+    assert endpoint.get("scheme", "http") == ("https" if tls else "http")
+    assert ("tlsConfig" in endpoint) == tls and "basicAuth" in endpoint
+
+    kubelet = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # kubelet does not verify
+    kubelet.check_hostname, kubelet.verify_mode = False, ssl.CERT_NONE
+
+    def as_kubelet(port: int, path: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+        if not tls:
+            return http_get(port, path, **kwargs)
+        return https(port, path, kubelet, kwargs.get("method", "GET"), kwargs.get("headers"))
+
+    with Daemon(tmp_path / "daemon.log", "--uri", milvus.address, "--alias", "lite", *args,
+                request=as_kubelet, grace=0).serving() as daemon:
+        port = daemon.port
+        daemon.wait_ready()
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = container[probe]["httpGet"]
+            assert get.get("scheme", "HTTP") == ("HTTPS" if tls else "HTTP")
+            if tls:
+                assert https(port, get["path"], kubelet)[::2] == (200, b"OK\n"), probe
+            else:
+                assert http_get(port, get["path"])[::2] == (200, b"OK\n"), probe
+
+        scraper = client_context(certs, certs.client_cert, certs.client_key)
+        auth = basic("prom", PASSWORD) if "basic_auth_users" in config else {}
+        if tls:
+            assert https(port, "/metrics", scraper, headers=auth)[0] == 200
+            assert https(port, "/metrics", client_context(certs))[0] in (401, 403)
+        else:
+            assert http_get(port, "/metrics", headers=auth)[0] == 200
+            assert http_get(port, "/metrics")[0] == 401
