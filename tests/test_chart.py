@@ -746,3 +746,12 @@ def test_value_conflicts_are_reported_together_in_one_failure(helm) -> None:  # 
     assert sidecar.returncode != 0 and sidecar.stderr.count("VALUES VALIDATION:") == 1
     assert tls_message in sidecar.stderr
     assert CONFLICTS["discovery of nothing"][1] in sidecar.stderr
+
+
+def test_notes_show_the_secured_port_recipe(helm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With webConfig, NOTES give curl the CA and the user, and pprof its credentials."""
+    text = notes(helm, tmp_path, "-f", str(CHART / "ci" / "web-config-values.yaml"))
+    assert "curl --cacert ca.crt -u USER https://localhost:9091/metrics" in text
+    assert "https+insecure://USER:PASSWORD@localhost:9091/debug/pprof/profile" in text
+    assert "milvus-probe bundle --url https://localhost:9091 --cacert ca.crt --user USER" in text
+    assert "curl localhost:9091/metrics" not in text

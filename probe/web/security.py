@@ -425,6 +425,7 @@ class WebConfigFile:
         self._current = load_security(path)  # ConfigError at start: refuse to start
         self._signature = _signature(self._current.config.files())
         self._checked = clock()
+        logger.info("web config loaded", extra=logs.fields(**_summary(self._current)))
 
     def current(self) -> Security:
         """The config in force, after a look (at most every CHECK_EVERY) for changes."""
@@ -450,11 +451,18 @@ class WebConfigFile:
         with self._lock:
             self._current = new
             self._signature = _signature(new.config.files())
-        logger.info(
-            "web config reloaded",
-            extra=logs.fields(tls=new.context is not None, users=len(new.config.users)),
-        )
+        logger.info("web config reloaded", extra=logs.fields(**_summary(new)))
         return new
+
+
+def _summary(security: Security) -> dict[str, Any]:
+    """What a log line says of a web config (never a hash or a user name)."""
+    return {
+        "file": security.config.path,
+        "tls": security.context is not None,
+        "client_auth": security.client_auth.value,
+        "users": len(security.config.users),
+    }
 
 
 class Guard:
