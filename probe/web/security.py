@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any
 from probe import logs
 from probe.config import ConfigError, ConfigIssue
 from probe.config.issues import Issues
-from probe.web.wsgi import Environ, StartResponse, WSGIApp, request_path, respond
+from probe.web.wsgi import (
+    Environ,
+    StartResponse,
+    WSGIApp,
+    is_kubelet_path,
+    request_path,
+    respond,
+)
 
 if TYPE_CHECKING:
     from probe.web.basic_auth import BasicAuth
@@ -118,9 +125,6 @@ HEADERS: dict[str, tuple[str, ...] | None] = {
 
 BCRYPT_HASH = re.compile(r"\$2[abxy]?\$(\d\d)\$[./A-Za-z0-9]{53}")
 
-KUBELET_PATHS = ("/healthz", "/livez", "/readyz")
-"""Kubelet's probes (and `/readyz/<alias>`): answered without credentials, status only."""
-
 
 @dataclass(frozen=True)
 class TlsServerConfig:
@@ -175,12 +179,6 @@ def _strings(value: Any, where: str, issues: Issues) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _unknown(block: dict[str, Any], known: Iterable[str], where: str, issues: Issues) -> None:
-    for key in block:
-        if key not in known:
-            issues.add(f"{where}.{key}" if where else str(key), "unknown key")
-
-
 def parse_web_config(path: str) -> WebConfig:
     """Read and check the web config file at `path`; ConfigError naming every bad field."""
     from probe.config.loader import read_file
@@ -194,8 +192,9 @@ def parse_web_config(path: str) -> WebConfig:
     def where(field: str) -> str:
         return f"{path}: {field}"
 
-    _unknown(doc, ("tls_server_config", "http_server_config", "basic_auth_users"), "", issues)
-    issues.items = [ConfigIssue(where(i.where), i.message) for i in issues.items]
+    for key in doc:
+        if key not in ("tls_server_config", "http_server_config", "basic_auth_users"):
+            issues.add(where(str(key)), "unknown key")
     tls = _parse_tls(_mapping(doc.get("tls_server_config"), where("tls_server_config"), issues),
                      base, where, issues)
     http = _mapping(doc.get("http_server_config"), where("http_server_config"), issues)
@@ -491,8 +490,7 @@ class Guard:
         refusal = self._refusal(security, environ)
         if refusal is None:
             return self._app(environ, with_headers)
-        path = request_path(environ)
-        if path in KUBELET_PATHS or path.startswith("/readyz/"):
+        if is_kubelet_path(request_path(environ)):
             return self._bare(environ, with_headers)
         status, text, headers = refusal
         logger.debug("http %s refused: %s", environ.get("REMOTE_ADDR"), text.strip())

@@ -25,7 +25,7 @@ from socketserver import TCPServer, ThreadingMixIn
 from typing import TYPE_CHECKING, Any, NamedTuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from probe.web.wsgi import WSGIApp
+from probe.web.wsgi import WSGIApp, is_kubelet_path
 
 if TYPE_CHECKING:
     from probe.web.security import Security, WebConfigFile
@@ -37,10 +37,6 @@ READ_TIMEOUT = 10.0
 
 MAX_HEAD = 80 * 1024
 """Largest request head read (http.server's own limit is 64 KiB a line, 100 lines)."""
-
-PROBE_PATHS = ("/healthz", "/livez", "/readyz")
-"""Paths kubelet's probes ask (and `/readyz/<alias>`): answered without waiting for a
-handler thread, so a busy port never fails its liveness or readiness."""
 
 PROBE_ANSWER_TIMEOUT = 1.0
 """Seconds the waiting room gives a kubelet probe's answer to leave (kubelet's timeout)."""
@@ -245,7 +241,6 @@ class _WaitingRoom:
         else:
             self._server.dispatch(sock, arrival.address, arrival)
 
-
     def _handshake(self, sock: socket.socket, arrival: _Arrival) -> socket.socket | None:
         """Advance `sock`'s TLS handshake; the TLS socket once done, else None (waiting,
         refused or failed)."""
@@ -353,10 +348,13 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
         return self._web_config.current() if self._web_config is not None else None
 
     def dispatch(self, request: socket.socket, client_address: Any, arrival: _Arrival) -> None:
-        """A whole head is in: answer a kubelet probe here, else hand it to a handler."""
+        """A whole head is in: answer a kubelet probe here, else hand it to a handler.
+
+        Kubelet sends no credentials; a probe path asked with some goes to a handler, so
+        a flood of guesses costs handlers (bounded), never this thread's time (bcrypt)."""
         head = bytes(arrival.head)
-        path = _path(head)
-        if path in PROBE_PATHS or path.startswith("/readyz/"):
+        credentials = arrival.security is not None and b"\nauthorization:" in head.lower()
+        if is_kubelet_path(_path(head)) and not credentials:
             self._arrive(request, _Handoff(head, PROBE_ANSWER_TIMEOUT, arrival.security,
                                            arrival.verified))
             try:
