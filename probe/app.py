@@ -104,7 +104,7 @@ class App:
         self.discovery = self.cluster.discovery if self.cluster else None
         target_events = self.cluster.target_events if self.cluster else None
         web_config = None
-        if config.web.config_file:  # the only path that imports ssl's server side, bcrypt
+        if config.web.config_file:  # the only path that imports the web config code, bcrypt
             from probe.web.security import WebConfigFile
 
             web_config = WebConfigFile(config.web.config_file)  # ConfigError: refuse to start

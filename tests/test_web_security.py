@@ -148,6 +148,12 @@ def test_the_daemon_refuses_to_start_on_a_bad_web_config(tmp_path: Path,
         assert done.returncode == 1, done
         assert f"{path}: basic_auth_users.prom: not a bcrypt hash" in done.stderr
         assert "hunter2" not in done.stderr + done.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "probe", "serve", "--uri", milvus.address, "--config.check",
+         "--web.config.file", str(tmp_path / "missing.yml")],
+        capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1
+    assert f"--web.config.file: '{tmp_path / 'missing.yml'}': cannot read" in missing.stderr
 
 
 # --------------------------------------------------------------------------- basic auth

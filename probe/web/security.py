@@ -185,8 +185,12 @@ def parse_web_config(path: str) -> WebConfig:
 
     issues = Issues()
     doc = read_file(path, issues)
-    if issues.items:
-        raise ConfigError(issues.items)
+    if issues.items:  # the file itself: named by the flag that gave it
+        raise ConfigError([
+            ConfigIssue("--web.config.file",
+                        f"{path!r}: {i.message}" if i.where == path else f"{i}")
+            for i in issues.items
+        ])
     base = os.path.dirname(os.path.abspath(path))
 
     def where(field: str) -> str:

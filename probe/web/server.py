@@ -357,12 +357,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
         if is_kubelet_path(_path(head)) and not credentials:
             self._arrive(request, _Handoff(head, PROBE_ANSWER_TIMEOUT, arrival.security,
                                            arrival.verified))
-            try:
-                self.finish_request(request, client_address)
-            except Exception:
-                self.handle_error(request, client_address)
-            finally:
-                self.shutdown_request(request)
+            self._serve(request, client_address)
             return
         if not self._handlers.acquire(blocking=False):
             self.refuse(
@@ -395,13 +390,19 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
         with self._arrivals_lock:
             return self._arrivals.pop(request, _Handoff(b"", READ_TIMEOUT))
 
-    def _handle(self, request: socket.socket, client_address: Any) -> None:
+    def _serve(self, request: socket.socket, client_address: Any) -> None:
+        """Serve the request on this thread, then hang up."""
         try:
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
+
+    def _handle(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self._serve(request, client_address)
+        finally:
             self._handlers.release()
 
     def refuse(
