@@ -20,7 +20,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -247,29 +249,22 @@ def test_a_full_house_is_503_and_kubelet_still_answered(tmp_path: Path,
                        "--web.max-requests", "4") as (process, port):
         wait_until(lambda: attempts(port, "hung") >= 1, 10, "the first cycle")
         wait_until(lambda: connection_threads(port) == 0, 5, "no request in flight")
-        answers = subprocess.Popen([sys.executable, "-c", LOOPERS, str(port), "8", "/probe", "1"],
-                                   stdout=subprocess.PIPE, text=True)
         probes: dict[str, list[float]] = {p: [] for p in ("/healthz", "/livez", "/readyz")}
         refused: list[tuple[int, str | None, float]] = []
-        try:
-            while answers.poll() is None:
-                for path, took in probes.items():
-                    began = time.perf_counter()
-                    status, _, body = http_get(port, path, timeout=5)
-                    took.append(time.perf_counter() - began)
-                    # The default readiness policy (self) asks only that the daemon works.
-                    assert (status, body) == (200, b"OK\n"), (path, status, body)
+
+        def meanwhile() -> None:
+            for path, took in probes.items():
                 began = time.perf_counter()
-                status, headers, _ = http_get(port, "/metrics", timeout=5)
-                if status == 503:
-                    refused.append((status, headers.get("retry-after"),
-                                    time.perf_counter() - began))
-            output, _ = answers.communicate(timeout=30)
-        finally:
-            if answers.poll() is None:
-                answers.kill()
-                answers.communicate()
-        results = json.loads(output)
+                status, _, body = http_get(port, path, timeout=5)
+                took.append(time.perf_counter() - began)
+                # The default readiness policy (self) asks only that the daemon works.
+                assert (status, body) == (200, b"OK\n"), (path, status, body)
+            began = time.perf_counter()
+            status, headers, _ = http_get(port, "/metrics", timeout=5)
+            if status == 503:
+                refused.append((status, headers.get("retry-after"), time.perf_counter() - began))
+
+        results = clients(port, 8, "/probe", meanwhile=meanwhile)
         # All eight arrive at once and each one let in holds its handler for seconds: at
         # least four refused means at most four let in (a scrape of ours may take a fifth).
         busy = [r for r in results if r[0] == 503 and "requests in progress" in r[1]]
@@ -312,6 +307,27 @@ print(json.dumps(results))
 ROUNDS [NEEDLE]): [status, the body's first 200 characters, seconds, whether NEEDLE is
 in the body]. (Short: the parent reads the output only at the end, and a pipe holds
 64 KiB.)"""
+
+
+def clients(port: int, count: int, path: str, rounds: int = 1, needle: str = "",
+            meanwhile: Callable[[], None] | None = None) -> list[list[Any]]:
+    """LOOPERS in a subprocess (so their threads don't share our GIL with the daemon's
+    measurements); `meanwhile` is called until they are done, at least once. Their results."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", LOOPERS, str(port), str(count), path, str(rounds), needle],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        while meanwhile is not None:
+            meanwhile()
+            if process.poll() is not None:
+                break
+        output, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    result: list[list[Any]] = json.loads(output)
+    return result
 
 
 # --------------------------------------------------------------------------- slowloris
@@ -386,23 +402,15 @@ def test_a_hundred_scrapers_at_once(tmp_path: Path) -> None:
                           *FAST_FLAGS) as (_, port):
         wait_until(lambda: attempts(port, "db") >= 5, 10, "the first cycles")
         before, began = scrape(port), time.monotonic()
-        scrapers = subprocess.Popen([sys.executable, "-c", LOOPERS, str(port), "100", "/metrics",
-                                     "1", "milvus_probe_attempts_total"],
-                                    stdout=subprocess.PIPE, text=True)
         latencies = []
-        try:
-            while True:  # until the scrapers are done, and at least once
-                status, took = healthz(port)
-                assert status == 200
-                latencies.append(took)
-                if scrapers.poll() is not None:
-                    break
-            output, _ = scrapers.communicate(timeout=60)
-        finally:
-            if scrapers.poll() is None:
-                scrapers.kill()
-                scrapers.communicate()
-        results = json.loads(output)
+
+        def meanwhile() -> None:
+            status, took = healthz(port)
+            assert status == 200
+            latencies.append(took)
+
+        results = clients(port, 100, "/metrics", needle="milvus_probe_attempts_total",
+                          meanwhile=meanwhile)
         assert len(results) == 100
         assert all(status == 200 and complete is True for status, _, _, complete in results), \
             [r[::3] for r in results]
@@ -453,20 +461,10 @@ def test_a_probe_storm_keeps_the_schedule(tmp_path: Path, milvus: MilvusLite) ->
                        "--probe.max-concurrent", "2", *FAST_FLAGS) as (_, port):
         wait_until(lambda: attempts(port, "db") >= 5, 10, "the first cycles")
         before, began = scrape(port), time.monotonic()
-        storm = subprocess.Popen(
-            [sys.executable, "-c", LOOPERS, str(port), "8", "/probe?alias=db", "25",
-             "result    success"],
-            stdout=subprocess.PIPE, text=True)
-        try:
-            output, _ = storm.communicate(timeout=90)
-        finally:
-            if storm.poll() is None:
-                storm.kill()
-                storm.communicate()
+        results = clients(port, 8, "/probe?alias=db", rounds=25, needle="result    success")
         last_seen = attempts(port, "db")
         wait_until(lambda: attempts(port, "db") >= last_seen + 3, 5, "3 more cycles")
         after, elapsed = scrape(port), time.monotonic() - began
-        results = json.loads(output)
         served = [r for r in results if r[0] == 200 and r[3]]
         others = {r[0] for r in results} - {200, 503}
         problems = schedule_problems(before, after, elapsed)
