@@ -91,22 +91,42 @@ class App:
             on_crash=lambda: self.metrics.internal_errors.labels("scheduler").inc(),
             clock=clock,
         )
-        pprof = LazyProfiling(config.profiling, SECRET_FLAGS) if config.profiling.enabled else None
-        self.router = Router(DaemonApi(self), pprof)
         self.cluster: Cluster | None = None
         if cluster.wanted(config):  # the only path that imports `kubernetes`
             self.cluster = Cluster(config, self.registry)
             if self.cluster.discovery is not None:
                 self.health.extra_checks.append(self.cluster.discovery_check)
+        self.hub = Hub(on_sink_error=lambda: self.metrics.internal_errors.labels("sink").inc())
+        pprof = LazyProfiling(config.profiling, SECRET_FLAGS) if config.profiling.enabled else None
+        api = DaemonApi(
+            metrics_app=self.metrics_app,
+            hub=self.hub,
+            probers=self.probers,
+            health=self.health,
+            history=self.history,
+            config=lambda: self.config,
+            reload=self.reload,
+            started=self.started,
+            clock=clock,
+            profiling=pprof is not None,
+            events=self.cluster.events if self.cluster is not None else None,
+        )
+        self.router = Router(api, pprof)
         self.discovery = self.cluster.discovery if self.cluster else None
         target_events = self.cluster.target_events if self.cluster else None
-        self.server = ManagementServer(self.router, config.listen_address)
+        web_config = None
+        if config.web.config_file:  # the only path that imports the web config code, bcrypt
+            from probe.web.security import WebConfigFile
+
+            web_config = WebConfigFile(config.web.config_file)  # ConfigError: refuse to start
+        self.server = ManagementServer(
+            self.router, config.listen_address, config.web.max_requests, web_config
+        )
         self._reload_lock = threading.Lock()
         self._stopping = False
 
         # The wiring. Listeners hear of target changes in this order: the scheduler
         # first, so a removed target is never scheduled again once its series are gone.
-        self.hub = Hub(on_sink_error=lambda: self.metrics.internal_errors.labels("sink").inc())
         self._table_lock = threading.Lock()
         """Held from reading the target sources to the hub's update: one writer at a time,
         so a slow writer can't put an older list back after a newer one."""
@@ -237,6 +257,7 @@ class App:
             old = self.config
             for name, before, after in (
                 ("web.listen-address", old.listen_address, new.listen_address),
+                ("web.*", old.web, new.web),
                 ("probe.max-concurrent", old.probe.max_concurrent, new.probe.max_concurrent),
                 ("discovery.*", old.discovery, new.discovery),
                 ("events.enabled", old.events, new.events),

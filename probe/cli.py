@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
 
 import probe
@@ -175,6 +176,11 @@ and Events, a thread dump, a heap summary and a CPU profile of N seconds. The da
 serves it to loopback peers only (use kubectl port-forward) unless started with
 --profiling.allow-remote, and not at all with --profiling.enabled=false.
 
+A port secured by --web.config.file: give https:// and the CA that signed its
+certificate (--cacert), a client certificate if it asks for one (--cert, --key), and
+basic-auth credentials (--user, with the password in MILVUS_PROBE_WEB_PASSWORD or
+--password-file).
+
 exit codes:
   0  the bundle was written
   1  bad arguments, or the file could not be written
@@ -311,7 +317,82 @@ def build_parser() -> argparse.ArgumentParser:
         help="length of the CPU profile in the bundle (default 10; the daemon allows at "
         "most --profiling.max-seconds)",
     )
+    _add_port_client(bundle)
     return parser
+
+
+def _add_port_client(parser: argparse.ArgumentParser) -> None:
+    """How a client of the management port gets past its web config (as curl names it)."""
+    group = parser.add_argument_group("a port secured by --web.config.file")
+    group.add_argument("--cacert", metavar="FILE", help="CA that signed the port's certificate")
+    group.add_argument(
+        "-k", "--insecure", action="store_true", help="don't verify the port's certificate"
+    )
+    group.add_argument("--cert", metavar="FILE", help="client certificate (PEM)")
+    group.add_argument("--key", metavar="FILE", help="its key (PEM; default: in --cert)")
+    group.add_argument("-u", "--user", metavar="USER", help="basic-auth user")
+    group.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="file holding the basic-auth password (or MILVUS_PROBE_WEB_PASSWORD)",
+    )
+
+
+@dataclass(frozen=True)
+class PortClient:
+    """What a CLI client presents to the management port."""
+
+    cacert: str | None = None
+    insecure: bool = False
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, environ: dict[str, str]) -> PortClient:
+        """From the flags; ValueError naming the flag whose file can't be read."""
+        password = environ.get("MILVUS_PROBE_WEB_PASSWORD")
+        if args.password_file:
+            try:
+                with open(args.password_file, encoding="utf-8") as fh:
+                    password = fh.read().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(
+                    f"--password-file: cannot read {args.password_file}: {exc.strerror}"
+                ) from None
+        if password is not None and not args.user:
+            raise ValueError("a password is given (--password-file or "
+                             "MILVUS_PROBE_WEB_PASSWORD) but no --user")
+        return cls(args.cacert, args.insecure, args.cert, args.key, args.user, password)
+
+    def opener(self) -> Any:
+        """A urllib opener: no proxy (the port is reached directly), this TLS, these
+        credentials; ValueError naming the flag whose file is bad."""
+        import base64
+        import ssl
+        import urllib.request
+
+        handlers: list[Any] = [urllib.request.ProxyHandler({})]
+        if self.cacert or self.insecure or self.cert:
+            try:
+                context = ssl.create_default_context(cafile=self.cacert)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"--cacert: cannot load {self.cacert}: {exc}") from None
+            if self.insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if self.cert:
+                try:
+                    context.load_cert_chain(self.cert, self.key)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ValueError(f"--cert/--key: cannot load {self.cert}: {exc}") from None
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        opener = urllib.request.build_opener(*handlers)
+        if self.user:
+            token = base64.b64encode(f"{self.user}:{self.password or ''}".encode()).decode()
+            opener.addheaders = [*opener.addheaders, ("Authorization", f"Basic {token}")]
+        return opener
 
 
 def sources_from(namespace: argparse.Namespace, environ: dict[str, str]) -> Sources:
@@ -343,7 +424,14 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     if args.command == "canary":
         return canary_init(args, env, sys.stdout)
     if args.command == "bundle":
-        return fetch_bundle(args.url, args.output, args.seconds, sys.stdout, sys.stderr)
+        try:
+            client = PortClient.from_args(args, env)
+        except ValueError as exc:
+            print(f"milvus-probe: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return fetch_bundle(
+            args.url, args.output, args.seconds, sys.stdout, sys.stderr, client
+        )
     parser.print_help(sys.stderr)
     return EXIT_BAD_INPUT
 
@@ -372,6 +460,14 @@ def serve(args: argparse.Namespace, environ: dict[str, str]) -> int:
         _print_config_error(exc, sys.stderr)
         return EXIT_BAD_INPUT
     if args.config_check:
+        if config.web.config_file:
+            from probe.web.security import load_security
+
+            try:
+                load_security(config.web.config_file)
+            except ConfigError as exc:
+                _print_config_error(exc, sys.stderr)
+                return EXIT_BAD_INPUT
         print(f"configuration OK: {len(config.targets)} target(s)")
         for line in describe(config):
             print(f"  {line}")
@@ -387,6 +483,9 @@ def serve(args: argparse.Namespace, environ: dict[str, str]) -> int:
         app = App(config, load_config=load_config)
     except ListenError as exc:
         logger.error("cannot start", extra=logs.fields(error=exc.strerror))
+        return EXIT_BAD_INPUT
+    except ConfigError as exc:  # the web config file
+        _print_config_error(exc, sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as exc:  # KubeConfigError; imported lazily with kubernetes itself
         if type(exc).__name__ != "KubeConfigError":
@@ -557,7 +656,12 @@ def _bundle_file_name(disposition: str | None) -> str:
 
 
 def fetch_bundle(
-    url: str, output: str | None, seconds: int, out: TextIO, err: TextIO
+    url: str,
+    output: str | None,
+    seconds: int,
+    out: TextIO,
+    err: TextIO,
+    client: PortClient | None = None,
 ) -> int:
     """`milvus-probe bundle`: GET /debug/bundle, showing progress; the exit code."""
     import threading
@@ -577,7 +681,11 @@ def fetch_bundle(
     address = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/debug/bundle"
     # The management port is reached directly (often through a port-forward), never
     # through a proxy from the environment.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        opener = (client or PortClient()).opener()
+    except ValueError as exc:
+        print(f"milvus-probe: {exc}", file=err)
+        return EXIT_BAD_INPUT
     answer: dict[str, Any] = {}
 
     def fetch() -> None:
@@ -615,8 +723,11 @@ def fetch_bundle(
     if isinstance(error, urllib.error.HTTPError):
         body = error.read(4096).decode("utf-8", "replace").strip()
         hint = {
-            403: "the daemon serves the bundle to loopback peers only: use kubectl "
-            "port-forward, or start it with --profiling.allow-remote",
+            401: "the port asks for basic auth: give --user and the password "
+            "(MILVUS_PROBE_WEB_PASSWORD or --password-file)",
+            403: "a client certificate is required (--cert, --key), or the daemon serves "
+            "the bundle to loopback peers only: use kubectl port-forward, or start it with "
+            "--profiling.allow-remote",
             404: "profiling is off (--profiling.enabled=false), or this daemon is older than "
             "/debug/bundle",
             429: "the daemon is busy with another bundle or profile; retry in "

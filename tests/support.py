@@ -409,6 +409,9 @@ class Certs:
     server_not_after: float = 0.0
     """When the server certificate expires (Unix time, whole seconds): TLS inspection
     must report exactly this."""
+    stranger_cert: Path = Path()
+    """A client certificate signed by `other_ca`: verification against `ca` must fail."""
+    stranger_key: Path = Path()
 
     def server_credentials(self, mutual: bool = False) -> grpc.ServerCredentials:
         pair = (self.server_key.read_bytes(), self.server_cert.read_bytes())
@@ -488,6 +491,9 @@ def make_certs(directory: Path, server_names: tuple[str, ...] = ("localhost",)) 
         else:
             builder = builder.add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            ).add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(f"{cn}.monitoring.svc")]),
+                critical=False,
             )
         return builder.sign(issuer[1], hashes.SHA256()), k
 
@@ -497,17 +503,20 @@ def make_certs(directory: Path, server_names: tuple[str, ...] = ("localhost",)) 
     server_not_after = (now + datetime.timedelta(days=10)).replace(microsecond=0)
     server = leaf("localhost", root, server=True, not_after=server_not_after)
     client = leaf("milvus-probe-client", root, server=False)
+    stranger = leaf("milvus-probe-client", other, server=False)
     paths = {}
     for label, cert in (
         ("ca", root[0]),
         ("other_ca", other[0]),
         ("server", server[0]),
         ("client", client[0]),
+        ("stranger", stranger[0]),
     ):
         paths[label] = directory / f"{label}.pem"
         paths[label].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     write_key(server[1], directory / "server.key")
     write_key(client[1], directory / "client.key")
+    write_key(stranger[1], directory / "stranger.key")
     return Certs(
         directory,
         paths["ca"],
@@ -517,4 +526,6 @@ def make_certs(directory: Path, server_names: tuple[str, ...] = ("localhost",)) 
         directory / "client.key",
         paths["other_ca"],
         server_not_after=server_not_after.timestamp(),
+        stranger_cert=paths["stranger"],
+        stranger_key=directory / "stranger.key",
     )

@@ -1,8 +1,10 @@
-"""The management server under abuse: idle connections, slowloris, scrape storms, huge requests.
+"""The management server under abuse: idle and one-byte connections, slowloris, scrape and
+/probe storms, a full house, huge requests.
 
-The server is a threaded wsgiref server: a thread per connection, a 10 s socket timeout
-(`probe.web.READ_TIMEOUT`) and a 64 KiB body limit (`probe.web.MAX_BODY`). None of this may
-stop /healthz from answering or the probes from keeping their schedule.
+The server reads every request head on one thread (silent clients cost no thread; each
+must send its head within `probe.web.READ_TIMEOUT`), serves at most `--web.max-requests`
+requests at once (more get 503 at once) and takes bodies up to `probe.web.MAX_BODY`.
+None of this may stop /healthz from answering or the probes from keeping their schedule.
 
 Scrape storms run against a daemon in a subprocess, with the scrapers in another, so the
 test's own threads don't compete with the daemon for one GIL and the latencies measured
@@ -18,16 +20,20 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kit.process import thread_names
-from kit.procfs import open_fds
+from kit.procfs import native_threads, open_fds
 from probe.web import MAX_BODY, READ_TIMEOUT
 from tests.conftest import DaemonFactory
 from tests.support import (
+    MilvusLite,
     Scrape,
+    SilentServer,
     attempts,
     http_get,
     milvus_double,
@@ -183,6 +189,147 @@ def test_a_thousand_idle_connections(tmp_path: Path) -> None:
         assert not problems, "with 1,000 idle connections: " + "; ".join(problems)
 
 
+def test_three_hundred_one_byte_clients(tmp_path: Path, milvus: MilvusLite) -> None:
+    """300 clients that send one byte and fall silent hold no thread (they once held 300).
+
+    Against a real Milvus (milvus-lite): while they wait, the daemon's threads stay where
+    they were, /healthz answers its real answer within kubelet's 1 s, and the schedule is
+    kept (no slot missed, no cycle failed).
+    """
+    with serve_process(tmp_path, "--uri", milvus.address, "--alias", "db",
+                       *FAST_FLAGS) as (process, port):
+        pid = process.pid
+        wait_until(lambda: attempts(port, "db") >= 5, 10, "the first cycles")
+        wait_until(lambda: connection_threads(port) == 0, 5, "no request in flight")
+        threads_before = native_threads(pid)
+        fd_baseline = open_fds(pid)
+        before, began = scrape(port), time.monotonic()
+        clients = open_idle(port, 300)
+        try:
+            for sock in clients:
+                sock.send(b"G")
+            wait_until(lambda: open_fds(pid) >= fd_baseline + 300, 20,
+                       "the server to accept every connection")
+            latencies = []
+            for _ in range(20):
+                status, took = healthz(port)
+                assert status == 200
+                latencies.append(took)
+            threads_during = native_threads(pid)
+            names = thread_names(port)
+            last_seen = attempts(port, "db")
+            wait_until(lambda: attempts(port, "db") >= last_seen + 5, 5, "5 more cycles")
+        finally:
+            for sock in clients:
+                sock.close()
+        after, elapsed = scrape(port), time.monotonic() - began
+
+        problems = schedule_problems(before, after, elapsed)
+        if threads_during > threads_before + 1:
+            problems.append(f"threads went from {threads_before} to {threads_during}")
+        if (handlers := sum("process_request_thread" in n for n in names)) > 1:
+            problems.append(f"{handlers} handler threads for one request")
+        if max(latencies) >= SCRAPE_STORM_HEALTHZ_BUDGET:
+            problems.append(f"/healthz took up to {max(latencies) * 1000:.0f} ms")
+        assert not problems, "with 300 one-byte clients: " + "; ".join(problems)
+
+
+def test_a_full_house_is_503_and_kubelet_still_answered(tmp_path: Path,
+                                                        silent: SilentServer) -> None:
+    """More requests than `--web.max-requests` handlers: the rest get 503 at once.
+
+    Eight GET /probe against a Milvus that accepts and never answers (the silent server,
+    a double: a real one can't be made to hang) hold handlers for the probe's timeout.
+    With 4 handlers, four of the eight are refused at once with 503 and Retry-After; a
+    scrape meanwhile too; kubelet's /healthz, /livez and /readyz are still answered
+    within its 1 s timeout.
+    """
+    with serve_process(tmp_path, "--uri", f"127.0.0.1:{silent.port}", "--alias", "hung",
+                       "--probe.interval", "30s", "--probe.timeout", "2s",
+                       "--web.max-requests", "4") as (process, port):
+        wait_until(lambda: attempts(port, "hung") >= 1, 10, "the first cycle")
+        wait_until(lambda: connection_threads(port) == 0, 5, "no request in flight")
+        probes: dict[str, list[float]] = {p: [] for p in ("/healthz", "/livez", "/readyz")}
+        refused: list[tuple[int, str | None, float]] = []
+
+        def meanwhile() -> None:
+            for path, took in probes.items():
+                began = time.perf_counter()
+                status, _, body = http_get(port, path, timeout=5)
+                took.append(time.perf_counter() - began)
+                # The default readiness policy (self) asks only that the daemon works.
+                assert (status, body) == (200, b"OK\n"), (path, status, body)
+            began = time.perf_counter()
+            status, headers, _ = http_get(port, "/metrics", timeout=5)
+            if status == 503:
+                refused.append((status, headers.get("retry-after"), time.perf_counter() - began))
+
+        results = clients(port, 8, "/probe", meanwhile=meanwhile)
+        # All eight arrive at once and each one let in holds its handler for seconds: at
+        # least four refused means at most four let in (a scrape of ours may take a fifth).
+        busy = [r for r in results if r[0] == 503 and "requests in progress" in r[1]]
+        assert len(busy) >= 4, results
+        assert all(r[2] < 0.5 for r in busy), f"a refusal took up to {max(r[2] for r in busy)}s"
+        assert refused and all(r[1] == "1" and r[2] < 0.5 for r in refused), refused
+        worst = {path: max(took) for path, took in probes.items()}
+        assert max(worst.values()) < SCRAPE_STORM_HEALTHZ_BUDGET, worst
+
+
+LOOPERS = r"""
+import http.client, json, sys, threading, time
+port, count, path, rounds = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+needle = sys.argv[5] if len(sys.argv) > 5 else ""
+barrier = threading.Barrier(count)
+results = []
+def loop():
+    barrier.wait()
+    for _ in range(rounds):
+        began = time.perf_counter()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = response.read().decode("utf-8", "replace")
+            results.append([response.status, body[:200], time.perf_counter() - began,
+                            needle in body])
+        except OSError as exc:
+            results.append([0, repr(exc), time.perf_counter() - began, False])
+        finally:
+            connection.close()
+threads = [threading.Thread(target=loop) for _ in range(count)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps(results))
+"""
+"""COUNT clients at once, each asking PATH ROUNDS times in a row (argv: PORT COUNT PATH
+ROUNDS [NEEDLE]): [status, the body's first 200 characters, seconds, whether NEEDLE is
+in the body]. (Short: the parent reads the output only at the end, and a pipe holds
+64 KiB.)"""
+
+
+def clients(port: int, count: int, path: str, rounds: int = 1, needle: str = "",
+            meanwhile: Callable[[], None] | None = None) -> list[list[Any]]:
+    """LOOPERS in a subprocess (so their threads don't share our GIL with the daemon's
+    measurements); `meanwhile` is called until they are done, at least once. Their results."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", LOOPERS, str(port), str(count), path, str(rounds), needle],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        while meanwhile is not None:
+            meanwhile()
+            if process.poll() is not None:
+                break
+        output, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    result: list[list[Any]] = json.loads(output)
+    return result
+
+
 # --------------------------------------------------------------------------- slowloris
 
 
@@ -242,32 +389,6 @@ def test_slowloris_is_dropped_after_the_read_timeout(daemon: DaemonFactory) -> N
 
 # --------------------------------------------------------------------------- scrape storm
 
-SCRAPERS = r"""
-import http.client, json, sys, threading
-port, count = int(sys.argv[1]), int(sys.argv[2])
-barrier = threading.Barrier(count)
-results = []
-def scrape():
-    barrier.wait()
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        connection.request("GET", "/metrics")
-        response = connection.getresponse()
-        body = response.read()
-        results.append([response.status, b"milvus_probe_attempts_total" in body])
-    except OSError as exc:
-        results.append([0, repr(exc)])
-    finally:
-        connection.close()
-threads = [threading.Thread(target=scrape) for _ in range(count)]
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
-print(json.dumps(results))
-"""
-
-
 def test_a_hundred_scrapers_at_once(tmp_path: Path) -> None:
     """100 concurrent GET /metrics: every one 200; /healthz fast; the schedule kept.
 
@@ -281,24 +402,18 @@ def test_a_hundred_scrapers_at_once(tmp_path: Path) -> None:
                           *FAST_FLAGS) as (_, port):
         wait_until(lambda: attempts(port, "db") >= 5, 10, "the first cycles")
         before, began = scrape(port), time.monotonic()
-        scrapers = subprocess.Popen([sys.executable, "-c", SCRAPERS, str(port), "100"],
-                                    stdout=subprocess.PIPE, text=True)
         latencies = []
-        try:
-            while True:  # until the scrapers are done, and at least once
-                status, took = healthz(port)
-                assert status == 200
-                latencies.append(took)
-                if scrapers.poll() is not None:
-                    break
-            output, _ = scrapers.communicate(timeout=60)
-        finally:
-            if scrapers.poll() is None:
-                scrapers.kill()
-                scrapers.communicate()
-        results = json.loads(output)
+
+        def meanwhile() -> None:
+            status, took = healthz(port)
+            assert status == 200
+            latencies.append(took)
+
+        results = clients(port, 100, "/metrics", needle="milvus_probe_attempts_total",
+                          meanwhile=meanwhile)
         assert len(results) == 100
-        assert all(status == 200 and complete is True for status, complete in results), results
+        assert all(status == 200 and complete is True for status, _, _, complete in results), \
+            [r[::3] for r in results]
 
         # The schedule: the cycles run during the storm match the time it took, none was
         # skipped, none failed; and /healthz stayed fast. All reported together.
@@ -330,6 +445,49 @@ def schedule_problems(before: Scrape, after: Scrape, elapsed: float) -> list[str
         problems.append(f"{failed:.0f} cycles against a healthy server failed: "
                         f"{ {r: v for r, v in reasons.items() if v} }")
     return problems
+
+
+# --------------------------------------------------------------------------- /probe
+
+
+def test_a_probe_storm_keeps_the_schedule(tmp_path: Path, milvus: MilvusLite) -> None:
+    """8 clients looping on /probe with 2 connection slots: the schedule is not delayed.
+
+    `/probe` runs its cycles on slots of its own (probe.probers.ON_DEMAND_SLOTS), so
+    however many ask, the scheduled cycles of a real Milvus (milvus-lite) keep their
+    slots: none missed, none failed; and the storm was served (cycles ran on demand).
+    """
+    with serve_process(tmp_path, "--uri", milvus.address, "--alias", "db",
+                       "--probe.max-concurrent", "2", *FAST_FLAGS) as (_, port):
+        wait_until(lambda: attempts(port, "db") >= 5, 10, "the first cycles")
+        before, began = scrape(port), time.monotonic()
+        results = clients(port, 8, "/probe?alias=db", rounds=25, needle="result    success")
+        last_seen = attempts(port, "db")
+        wait_until(lambda: attempts(port, "db") >= last_seen + 3, 5, "3 more cycles")
+        after, elapsed = scrape(port), time.monotonic() - began
+        served = [r for r in results if r[0] == 200 and r[3]]
+        others = {r[0] for r in results} - {200, 503}
+        problems = schedule_problems(before, after, elapsed)
+        if len(served) < 20:
+            problems.append(f"only {len(served)} of {len(results)} /probe cycles ran")
+        if others:
+            problems.append(f"/probe answered {others}")
+        assert not problems, "while 8 clients looped on /probe: " + "; ".join(problems)
+
+
+def test_head_probe_opens_no_connection(daemon: DaemonFactory, milvus: MilvusLite) -> None:
+    """HEAD /probe is 405 and dials nothing; GET /probe dials once (so the count can tell)."""
+    app = daemon(uri=milvus.address, alias="lite", **{"probe.interval": "1h"})
+    wait_until(lambda: attempts(app.port, "lite") >= 1, 10, "the first cycle")
+    key = ("lite", milvus.address)
+    opened = app.ledger.snapshot()[key][0]
+    for path in ("/probe", "/probe?alias=lite"):
+        status, headers, body = http_get(app.port, path, method="HEAD")
+        assert (status, headers["allow"], body) == (405, "GET", b"")
+    assert app.ledger.snapshot()[key] == (opened, opened)
+    status, _, body = http_get(app.port, "/probe?alias=lite")
+    assert status == 200 and b"result    success" in body
+    assert app.ledger.snapshot()[key] == (opened + 1, opened + 1)
 
 
 # --------------------------------------------------------------------------- size limits

@@ -160,7 +160,9 @@ def test_rendered_config_is_one_the_daemon_accepts(
     args = (
         workloads[0]["spec"]["template"]["spec"]["containers"][0]["args"][1:] if workloads else []
     )
-    args = [a for a in args if not a.startswith("--config.file")]
+    # The web config is in the user's Secret; tests/test_web_security.py runs the daemon
+    # with the one the chart renders itself.
+    args = [a for a in args if not a.startswith(("--config.file", "--web.config.file"))]
     done = subprocess.run(
         [
             sys.executable,
@@ -273,6 +275,7 @@ PORT_FORWARD = {
     # A StatefulSet's pods each hold one shard: name the pod, not the set.
     "discovery-values.yaml": ("port-forward pod/rel-milvus-probe-0 9091:9091", "StatefulSet"),
     "sidecar-values.yaml": ("port-forward pod/<milvus-pod> 9191:9191", None),
+    "web-config-values.yaml": ("port-forward deploy/rel-milvus-probe 9091:9091", "Deployment"),
 }
 
 
@@ -720,3 +723,12 @@ def test_value_conflicts_are_reported_together_in_one_failure(helm) -> None:  # 
     assert sidecar.returncode != 0 and sidecar.stderr.count("VALUES VALIDATION:") == 1
     assert tls_message in sidecar.stderr
     assert CONFLICTS["discovery of nothing"][1] in sidecar.stderr
+
+
+def test_notes_show_the_secured_port_recipe(helm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With webConfig, NOTES give curl the CA and the user, and pprof its credentials."""
+    text = notes(helm, tmp_path, "-f", str(CHART / "ci" / "web-config-values.yaml"))
+    assert "curl --cacert ca.crt -u USER https://localhost:9091/metrics" in text
+    assert "https+insecure://USER:PASSWORD@localhost:9091/debug/pprof/profile" in text
+    assert "milvus-probe bundle --url https://localhost:9091 --cacert ca.crt --user USER" in text
+    assert "curl localhost:9091/metrics" not in text

@@ -822,7 +822,8 @@ def test_the_default_process_imports_only_what_it_uses(milvus: MilvusLite) -> No
     unwanted = (
         "kubernetes", "yaml", "probe.pprof", "tracemalloc", "statistics", "decimal",
         "encodings.idna", "probe.probers.rest", "probe.probers.management",
-        "probe.probers.tls", "probe.events", "probe.charts",
+        "probe.probers.tls", "probe.events", "probe.charts", "bcrypt", "probe.web.security",
+        "probe.web.basic_auth",
     )  # fmt: skip
     code = (
         "import socket, sys; from probe.app import App; "

@@ -177,7 +177,7 @@ def test_http_paths_and_methods(router: Router, api: FakeApi) -> None:
 
 
 @pytest.mark.parametrize("path", ["/", "/metrics", "/healthz", "/readyz", "/readyz/db",
-                                  "/probe", "/nope"])
+                                  "/nope"])
 def test_head_is_get_without_the_body(path: str, router: Router, api: FakeApi) -> None:
     api.targets["db"] = Check("target:db", True, "ok")
     get, head = call(router, path), call(router, path, "HEAD")
@@ -186,6 +186,14 @@ def test_head_is_get_without_the_body(path: str, router: Router, api: FakeApi) -
     # The same headers, with the length GET's body has (mounted apps may leave it out).
     assert (head.status, head.headers) == (
         get.status, {**get.headers, "content-length": str(len(get.body))})
+
+
+def test_head_probe_runs_no_cycle(router: Router, api: FakeApi) -> None:
+    """GET /probe's headers would cost a real cycle: HEAD there is 405, and asks nothing."""
+    for query in ("", "alias=db", "trace=00000000000000aa"):
+        head = call(router, "/probe", "HEAD", query)
+        assert (head.status, head.body, head.headers["allow"]) == (405, b"", "GET")
+    assert not [asked for asked in api.asked if asked[0] == "probe_now"]
 
 
 @pytest.mark.parametrize(("path", "query"), [("/", "x=1"), ("/healthz", "x"),

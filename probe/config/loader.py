@@ -23,6 +23,7 @@ from probe.config.settings import (
     ProbeSettings,
     ProfilingSettings,
     ReadinessSettings,
+    WebSettings,
 )
 from probe.config.targets import check_pool_and_handler, file_and_flag_targets
 from probe.config.values import format_duration
@@ -176,6 +177,9 @@ def load(sources: Sources) -> Config:
         raise ConfigError(issues.items)
     return Config(
         listen_address=values["web.listen-address"],
+        web=WebSettings(
+            max_requests=values["web.max-requests"], config_file=values["web.config.file"]
+        ),
         log_level=values["log.level"],
         log_format=values["log.format"],
         config_file=config_file,

@@ -21,6 +21,7 @@ from probe.config.settings import (
     ProfilingSettings,
     ReadinessPolicy,
     ReadinessSettings,
+    WebSettings,
 )
 from probe.config.values import (
     auto_bool,
@@ -73,6 +74,24 @@ OPTIONS: tuple[Option, ...] = (
         "Milvus pods already use 9091, so change it in a sidecar",
         "web",
         metavar="ADDR",
+    ),
+    Option(
+        "web.max-requests",
+        int_in(1, 1024),
+        WebSettings.max_requests,
+        "requests served at once; more get 503 with Retry-After: 1 at once (kubelet's "
+        "/healthz, /livez and /readyz are answered apart and never wait)",
+        "web",
+        metavar="N",
+    ),
+    Option(
+        "web.config.file",
+        string,
+        WebSettings.config_file,
+        "exporter-toolkit web config (TLS, client certificates, basic auth) for the "
+        "management port; re-read when it or a file it names changes",
+        "web",
+        metavar="PATH",
     ),
     Option(
         "config.file",

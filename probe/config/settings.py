@@ -85,6 +85,18 @@ class ProfilingSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The management port beyond its address (`--web.*`)."""
+
+    max_requests: int = 16
+    """Requests served at once (default 16); more get 503 with Retry-After at once.
+    Kubelet's probes (/healthz, /livez, /readyz) are answered apart and never wait."""
+    config_file: str | None = None
+    """The exporter-toolkit web config (TLS, client certificates, basic auth), re-read
+    when it changes; None serves plain HTTP to anyone who can connect."""
+
+
+@dataclass(frozen=True)
 class HistorySettings:
     """What the status pages and `/api/v1` remember per target (`--history.*`)."""
 
@@ -129,6 +141,7 @@ class Config:
 
     listen_address: tuple[str, int] = DEFAULT_LISTEN_ADDRESS
     """Management HTTP server address (default :9091)."""
+    web: WebSettings = field(default_factory=WebSettings)
     log_level: str = DEFAULT_LOG_LEVEL
     log_format: LogFormat = LogFormat.TEXT
     config_file: str | None = None

@@ -155,14 +155,20 @@ on its own budget, never in a cycle's connection slot, so a black-holed manageme
 can't make cycles late."""
 
 
+ON_DEMAND_SLOTS = 2
+"""Cycles run on demand (`/probe`) at once, on slots of their own beside the schedule's."""
+
+
 class Probers:
     """Every kind's prober (made on first use), sharing connection slots and one ledger,
     and the checks beside a cycle: Milvus's management port and TLS certificates.
 
-    At most `max_concurrent` cycles run at once across all kinds: each holds a connection.
-    Whatever a prober or a side check raises becomes a result (reason `probe_error`), is
-    logged with its traceback (scrubbed) and reported through `on_internal_error(where)`:
-    a cycle always ends in a result.
+    At most `max_concurrent` scheduled cycles run at once across all kinds, each holding
+    a connection, and beside them at most ON_DEMAND_SLOTS cycles asked for on demand:
+    those never take a scheduled cycle's slot, however many clients ask. Whatever a
+    prober or a side check raises becomes a result (reason `probe_error`), is logged with
+    its traceback (scrubbed) and reported through `on_internal_error(where)`: a cycle
+    always ends in a result.
     """
 
     def __init__(
@@ -181,6 +187,7 @@ class Probers:
         self.max_concurrent = max_concurrent
         self._on_internal_error = on_internal_error
         self._slots = threading.BoundedSemaphore(max_concurrent)
+        self._on_demand = threading.BoundedSemaphore(ON_DEMAND_SLOTS)
         self._lock = threading.Lock()
         self._probers: dict[str, Prober] = {}
         self._management: ManagementCheck | None = None
@@ -212,20 +219,29 @@ class Probers:
             return prober
 
     def run(
-        self, target: Target, info: InfoMode = InfoMode.NONE, slot_timeout: float | None = None
+        self,
+        target: Target,
+        info: InfoMode = InfoMode.NONE,
+        slot_timeout: float | None = None,
+        *,
+        on_demand: bool = False,
     ) -> ProbeResult:
-        """One cycle in a connection slot (SlotsBusy after waiting `slot_timeout` for one).
+        """One cycle in a connection slot (SlotsBusy after waiting `slot_timeout` for one):
+        a scheduled one, or with `on_demand` one of the ON_DEMAND_SLOTS.
 
         Asked for server info (VERSION, FULL: `/probe`, `check`), the side checks run too,
         after the cycle and outside its slot, each on its own budget, and their views come
         with the result. Scheduled cycles leave them to `beside()`.
         """
-        if not self._slots.acquire(timeout=slot_timeout):
+        slots = self._on_demand if on_demand else self._slots
+        if not slots.acquire(timeout=slot_timeout):
+            if on_demand:
+                raise SlotsBusy(f"all {ON_DEMAND_SLOTS} on-demand slots are busy")
             raise SlotsBusy(f"all {self.max_concurrent} connection slots are busy")
         try:
             result = self._cycle(target, info)
         finally:
-            self._slots.release()
+            slots.release()
         if info not in (InfoMode.VERSION, InfoMode.FULL):
             return result
         management = tls = None

@@ -108,7 +108,18 @@ class Router:
             return respond(start_response, 500, "internal error; see the probe's log\n")
 
     def _head(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        """GET without the body, for every GET route and mounted app; headers as GET's."""
+        """GET without the body, for every GET route and mounted app; headers as GET's.
+
+        Except `/probe`: its headers would cost a real cycle (a connection to Milvus), so
+        HEAD there is 405."""
+        if request_path(environ) == "/probe":
+            respond(
+                start_response,
+                405,
+                "HEAD would run a probe cycle; use GET /probe\n",
+                headers=[("Allow", "GET")],
+            )
+            return []
         answer: list[Any] = []
 
         def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:

@@ -13,6 +13,7 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 _REASONS = {
     200: "OK",
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -77,3 +78,12 @@ def request_path(environ: Environ) -> str:
         return raw.encode("latin-1").decode("utf-8")
     except UnicodeError:
         return raw
+
+
+KUBELET_PATHS = ("/healthz", "/livez", "/readyz")
+"""What kubelet's probes ask (and `/readyz/<alias>`): answered without waiting for a
+handler thread, and without credentials under a web config (status only)."""
+
+
+def is_kubelet_path(path: str) -> bool:
+    return path in KUBELET_PATHS or path.startswith("/readyz/")

@@ -172,6 +172,9 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
     {{- if .Values.sharding.enabled }}
     - --discovery.shard=auto/{{ .Values.sharding.replicas }}
     {{- end }}
+    {{- if .Values.webConfig.enabled }}
+    - --web.config.file=/etc/milvus-probe/web/{{ .Values.webConfig.key }}
+    {{- end }}
     {{- range .Values.extraArgs }}
     - {{ . | quote }}
     {{- end }}
@@ -189,14 +192,14 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
       protocol: TCP
   {{- if .Values.startupProbe.enabled }}
   startupProbe:
-    httpGet: { path: /healthz, port: http-metrics }
+    httpGet: { path: /healthz, port: http-metrics{{ include "milvus-probe.probeScheme" . }} }
     periodSeconds: {{ .Values.startupProbe.periodSeconds }}
     timeoutSeconds: {{ .Values.startupProbe.timeoutSeconds }}
     failureThreshold: {{ .Values.startupProbe.failureThreshold }}
   {{- end }}
   {{- if .Values.livenessProbe.enabled }}
   livenessProbe:
-    httpGet: { path: /healthz, port: http-metrics }
+    httpGet: { path: /healthz, port: http-metrics{{ include "milvus-probe.probeScheme" . }} }
     initialDelaySeconds: {{ .Values.livenessProbe.initialDelaySeconds }}
     periodSeconds: {{ .Values.livenessProbe.periodSeconds }}
     timeoutSeconds: {{ .Values.livenessProbe.timeoutSeconds }}
@@ -204,7 +207,7 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
   {{- end }}
   {{- if .Values.readinessProbe.enabled }}
   readinessProbe:
-    httpGet: { path: /readyz, port: http-metrics }
+    httpGet: { path: /readyz, port: http-metrics{{ include "milvus-probe.probeScheme" . }} }
     initialDelaySeconds: {{ .Values.readinessProbe.initialDelaySeconds }}
     periodSeconds: {{ .Values.readinessProbe.periodSeconds }}
     timeoutSeconds: {{ .Values.readinessProbe.timeoutSeconds }}
@@ -233,6 +236,11 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
 {{- if and .Values.tls.enabled .Values.tls.existingSecret }}
 - name: milvus-probe-tls
   mountPath: /etc/milvus-probe/tls
+  readOnly: true
+{{- end }}
+{{- if .Values.webConfig.enabled }}
+- name: milvus-probe-web
+  mountPath: /etc/milvus-probe/web
   readOnly: true
 {{- end }}
 {{- with .Values.extraVolumeMounts }}
@@ -272,6 +280,12 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
         path: client.key
       {{- end }}
 {{- end }}
+{{- if .Values.webConfig.enabled }}
+- name: milvus-probe-web
+  secret:
+    secretName: {{ include "milvus-probe.webSecretName" . }}
+    defaultMode: 0440
+{{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
@@ -304,9 +318,46 @@ every mode, includes this template first.
 {{- if and $v.tls.enabled $v.tls.mutual (not $v.tls.existingSecret) -}}
 {{- $messages = append $messages "tls.mutual: the client certificate and key come from tls.existingSecret: set it" -}}
 {{- end -}}
+{{- if and $v.webConfig.enabled (not $v.webConfig.existingSecret) (not $v.webConfig.config) -}}
+{{- $messages = append $messages "webConfig.enabled: give the web config in webConfig.config, or a Secret holding it in webConfig.existingSecret" -}}
+{{- end -}}
 {{- if $messages -}}
 {{- fail (printf "\n\nVALUES VALIDATION:\n%s" (join "\n" $messages)) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The web config's Secret: the user's, or the one the chart renders. */}}
+{{- define "milvus-probe.webSecretName" -}}
+{{- .Values.webConfig.existingSecret | default (printf "%s-web" (include "milvus-probe.fullname" .)) -}}
+{{- end -}}
+
+{{/* "https" when the management port serves TLS (webConfig), else "http". */}}
+{{- define "milvus-probe.webScheme" -}}
+{{- $w := .Values.webConfig -}}
+{{- if and $w.enabled (or $w.tls (and (not $w.existingSecret) (hasKey ($w.config | default dict) "tls_server_config"))) -}}https{{- else -}}http{{- end -}}
+{{- end -}}
+
+{{/* ", scheme: HTTPS" for kubelet's httpGet when the port serves TLS (kubelet does not
+verify the certificate; /healthz and /readyz need no credentials). */}}
+{{- define "milvus-probe.probeScheme" -}}
+{{- if eq (include "milvus-probe.webScheme" .) "https" }}, scheme: HTTPS{{ end -}}
+{{- end -}}
+
+{{/* scheme, tlsConfig and basicAuth of a ServiceMonitor/PodMonitor endpoint. */}}
+{{- define "milvus-probe.scrapeSecurity" -}}
+{{- if eq (include "milvus-probe.webScheme" .) "https" }}
+scheme: https
+{{- with .Values.webConfig.scrape.tlsConfig }}
+tlsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- if .Values.webConfig.enabled }}
+{{- with .Values.webConfig.scrape.basicAuth }}
+basicAuth:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* "true" when a target's address is this pod's own loopback, which no other pod reaches. */}}
