@@ -31,7 +31,7 @@ from probe.config import ConfigError
 from probe.web.security import load_security
 from tests.conftest import DaemonFactory
 from tests.support import Certs, MilvusLite, wait_until
-from tests.test_chart import helm, kinds, render  # noqa: F401  (helm: a fixture)
+from tests.test_chart import kinds, render
 from tests.test_monitoring import Prometheus
 from tests.test_pprof import go_pprof  # noqa: F401  (a fixture)
 
@@ -569,7 +569,7 @@ CHART_MODES = {
 
 @pytest.mark.parametrize("mode", sorted(CHART_MODES))
 def test_the_charts_web_config_serves_kubelet_and_prometheus(
-        helm: Any, mode: str, certs: Certs, milvus: MilvusLite, tmp_path: Path) -> None:  # noqa: F811
+        helm: Any, mode: str, certs: Certs, milvus: MilvusLite, tmp_path: Path) -> None:
     """`webConfig` rendered by the chart, run by the daemon with the container's own
     flags: kubelet's probes as the chart renders them (HTTPS without verifying, no
     credentials) pass, and the ServiceMonitor's scheme, TLS and credentials get in,
