@@ -228,9 +228,11 @@ class Health:
         if state.held is not None:
             # The held connection beside the fresh one: it decides readiness only under
             # a policy that says so (any-held, all-held).
-            message = f"{message}; held: {state.held.summary()}"
+            held = f"held: {state.held.summary()}"
             if self.settings.policy.counts_held and not state.held.success:
-                ok = False
+                ok, message = False, f"failing ({held}); fresh: {message}"
+            else:
+                message = f"{message}; {held}"
         if state.management is not None:
             # Milvus's own view beside ours: which one lies shows at a glance. It never
             # decides readiness (clients connect to 19530, not to 9091).

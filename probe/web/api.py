@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from probe import pages
+from probe import held_views, pages
 from probe.health import Check, TargetState
 from probe.probers import InfoMode
 from probe.result import ProbeResult
@@ -92,7 +92,9 @@ class DaemonApi:
         return [e for e in recorder.recent() if e["alias"] == alias]
 
     def targets_api(self) -> list[dict[str, Any]]:
-        return pages.targets_json(self._app.history.summaries())
+        rows = pages.targets_json(self._app.history.summaries())
+        held_views.add_to_targets(rows, self._app.health.states())
+        return rows
 
     def history_api(self, alias: str, window: str | None = None) -> dict[str, Any] | None:
         """One target's rows over `window`, or None for an unknown alias."""
