@@ -167,14 +167,12 @@ def test_server_restarted_both_fail_held_recovery_measured(
     try:
         fresh, held = rig.until(lambda f, h: h.success, 150, "the held connection to recover")
         held_back = time.monotonic() - up_at
-        fresh_back = next(
-            (at - up_at for at, f, _ in rig.cycles if at >= up_at and f.success), None
-        )
+        fresh_back = next(at - up_at for at, f, _ in rig.cycles if at >= up_at and f.success)
         assert held.reconnects == 1
         assert held.unusable_for is not None and held.unusable_for > 0
         reasons = sorted({h.reason or "" for at, _, h in rig.cycles if not h.success})
         print(
-            f"\nrestart: down {up_at - stopped_at:.1f}s; fresh back {fresh_back}s after the "
+            f"\nrestart: down {up_at - stopped_at:.1f}s; fresh back {fresh_back:.2f}s after the "
             f"server, held back {held_back:.2f}s after (unusable {held.unusable_for:.1f}s); "
             f"held reasons {reasons}; fresh reasons "
             f"{sorted({str(f.reason) for _, f, _ in rig.cycles if not f.success})}"
