@@ -8,6 +8,7 @@ client library, not Milvus"; both failing says Milvus (or the whole path) is dow
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,12 +31,13 @@ def trace_lines(result: ProbeResult) -> list[str]:
         f"held      {_ms(held.duration):>12}  {held.summary()}",
     ]
     if held.changes:
-        start = held.changes[0].at
-        lines.append(
-            "  channel "
-            + ", ".join(f"{c.state} +{c.at - start:.3f}s" for c in held.changes)
-        )
+        lines.append("  channel " + ", ".join(f"{c.state} {_clock(c.at)}" for c in held.changes))
     return lines
+
+
+def _clock(at: float) -> str:
+    """`00:18:45.981Z`: the time of day (UTC) of a state change."""
+    return time.strftime("%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
 
 
 def status_html(state: TargetState | None) -> str:
