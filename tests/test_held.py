@@ -23,6 +23,7 @@ import pytest
 
 from kit.milvus_lite import MilvusLite, start_milvus_lite
 from kit.wait import wait_until
+from probe.app import App
 from probe.probers import InfoMode, Probers
 from probe.probers.held import MILVUS_MIN_PING_INTERVAL_MS, PYMILVUS_OPTIONS, held_options
 from probe.result import FailureReason, HeldReason, HeldView, ProbeResult
@@ -207,68 +208,84 @@ def test_address_moved_held_stays_on_the_old_server_until_it_goes(
     assert all(f.success for _, f, _ in rig.cycles)
 
 
-def test_daemon_publishes_held_beside_fresh_and_closes_it(
-    daemon: DaemonFactory, milvus: MilvusLite
-) -> None:
+@pytest.fixture
+def lite_proxy(milvus: MilvusLite) -> Iterator[FaultProxy]:
+    """A FaultProxy in front of the session's milvus-lite, counting connections."""
     proxy = FaultProxy(("127.0.0.1", milvus.port))
     try:
-        app = daemon(
-            uri=f"http://{proxy.address}",
-            alias="kept",
-            held="true",
-            **{"probe.interval": "300ms", "probe.timeout": "250ms"},
-        )
-        labels = {"alias": "kept", "target": proxy.address}
-
-        def sample(name: str, **extra: str) -> float | None:
-            return app.registry.get_sample_value(name, {**_labels(app), **labels, **extra})
-
-        wait_until(lambda: sample("milvus_probe_held_success") == 1, 10, "a held success")
-        assert sample("milvus_probe_held_failures_total", reason="idle_dropped") == 0
-        assert sample("milvus_probe_held_state_changes_total", state="READY") == 1
-        assert sample("milvus_probe_held_reconnects_total") == 0
-        assert sample("milvus_probe_success") == 1
-        state = app.health.state("kept")
-        assert state is not None and state.held is not None and state.held.success
-        ok, checks = app.ready()
-        (check,) = [c for c in checks if c.name == "target:kept"]
-        assert "held: ok" in check.message
-        assert proxy.counts().accepted >= 2
+        yield proxy
     finally:
-        app.stop()
-        assert app.ledger.open_count() == 0
-        wait_until(lambda: proxy.counts().active == 0, 5, "every connection closed")
         proxy.stop()
+
+
+def _held_daemon(daemon: DaemonFactory, proxy: FaultProxy, **flags: str) -> App:
+    return daemon(
+        uri=f"http://{proxy.address}",
+        alias="kept",
+        held="true",
+        **{"probe.interval": "300ms", "probe.timeout": "250ms", **flags},
+    )
+
+
+def test_daemon_publishes_held_beside_fresh_and_closes_it(
+    daemon: DaemonFactory, lite_proxy: FaultProxy
+) -> None:
+    app = _held_daemon(daemon, lite_proxy)
+    labels = {**_labels(app), "alias": "kept", "target": lite_proxy.address}
+
+    def sample(name: str, **extra: str) -> float | None:
+        return app.registry.get_sample_value(name, {**labels, **extra})
+
+    wait_until(lambda: sample("milvus_probe_held_success") == 1, 10, "a held success")
+    assert sample("milvus_probe_held_failures_total", reason="idle_dropped") == 0
+    assert sample("milvus_probe_held_state_changes_total", state="READY") == 1
+    assert sample("milvus_probe_held_reconnects_total") == 0
+    assert sample("milvus_probe_success") == 1
+    state = app.health.state("kept")
+    assert state is not None and state.held is not None and state.held.success
+    _, checks = app.ready()
+    (check,) = [c for c in checks if c.name == "target:kept"]
+    assert "held: ok" in check.message
+    app.stop()
+    assert app.ledger.open_count() == 0
+    wait_until(lambda: lite_proxy.counts().active == 0, 5, "every connection closed")
+
+
+def test_removed_target_closes_its_held_connection(
+    daemon: DaemonFactory, lite_proxy: FaultProxy, milvus: MilvusLite, tmp_path: Path
+) -> None:
+    config = tmp_path / "probe.yaml"
+    kept = f"  - {{alias: kept, uri: 'http://{lite_proxy.address}', held: true}}\n"
+    other = f"  - {{alias: other, uri: 'http://{milvus.address}'}}\n"
+    config.write_text("targets:\n" + kept + other)
+    app = daemon(
+        **{"config.file": str(config), "probe.interval": "300ms", "probe.timeout": "250ms"}
+    )
+    wait_until(lambda: app.probers.held.count() == 1, 10, "the held connection")
+    wait_until(lambda: lite_proxy.counts().active == 1, 10, "only the held connection open")
+    config.write_text("targets:\n" + other)
+    ok, message = app.reload()
+    assert ok, message
+    assert app.probers.held.count() == 0
+    wait_until(lambda: lite_proxy.counts().active == 0, 5, "the held connection closed")
+    assert lite_proxy.counts().accepted >= 2
 
 
 def test_readiness_policy_with_held_counts_a_failing_held_call(
-    daemon: DaemonFactory, milvus: MilvusLite
+    daemon: DaemonFactory, lite_proxy: FaultProxy
 ) -> None:
-    proxy = FaultProxy(("127.0.0.1", milvus.port))
-    try:
-        app = daemon(
-            uri=f"http://{proxy.address}",
-            alias="kept",
-            held="true",
-            **{
-                "probe.interval": "300ms",
-                "probe.timeout": "250ms",
-                "readiness.policy": "all-held",
-            },
-        )
-        def held_ok() -> bool:
-            state = app.health.state("kept")
-            return state is not None and state.held is not None and state.held.success
+    app = _held_daemon(daemon, lite_proxy, **{"readiness.policy": "all-held"})
 
-        wait_until(lambda: app.ready()[0] and held_ok(), 10, "ready, with a held success")
-        assert proxy.drop_established() == 1
-        wait_until(lambda: not app.ready()[0], 10, "not ready while held fails")
+    def held_ok() -> bool:
         state = app.health.state("kept")
-        assert state is not None and state.last is not None and state.last.success
-        assert state.held is not None and state.held.reason == HeldReason.IDLE_DROPPED
-    finally:
-        app.stop()
-        proxy.stop()
+        return state is not None and state.held is not None and state.held.success
+
+    wait_until(lambda: app.ready()[0] and held_ok(), 10, "ready, with a held success")
+    assert lite_proxy.drop_established() == 1
+    wait_until(lambda: not app.ready()[0], 10, "not ready while held fails")
+    state = app.health.state("kept")
+    assert state is not None and state.last is not None and state.last.success
+    assert state.held is not None and state.held.reason == HeldReason.IDLE_DROPPED
 
 
 def _labels(app: object) -> dict[str, str]:
