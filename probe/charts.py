@@ -18,29 +18,48 @@ from dataclasses import dataclass
 from probe.history import Column, Cycles
 
 PHASE_COLOURS = {
+    # Every phase of every prober kind (its `phases`, the canary's included) has its own
+    # colour: at least 20 apart in CIEDE2000, and 14 under simulated deuteranopia,
+    # protanopia and tritanopia (tests/test_charts.py measures both), so neighbours in a
+    # bar stay apart for most readers. `rpc` and `request` are the probe call of gRPC and
+    # REST: never in one chart, still not one colour.
     "resolve": "#a8c7fa",
-    "connect": "#1a73e8",
-    "request": "#0b8043",
-    "rpc": "#0b8043",
-    "info": "#f9ab00",
-    "close": "#9aa0a6",
+    "connect": "#332288",
+    "rpc": "#009e73",
+    "request": "#e25822",
+    "info": "#dcd300",
+    "search": "#cc79a7",
+    "query": "#882d17",
+    "write": "#000000",
+    "close": "#5f6368",
 }
 OTHER_PHASE = "#7e57c2"
+"""A phase no prober declares (tests fail if a declared one ends up here)."""
 REASON_COLOURS = {
-    "refused": "#d93025",
-    "timeout": "#e8710a",
-    "dns": "#a142f4",
-    "tls": "#b31412",
-    "unauthenticated": "#c2185b",
-    "permission_denied": "#ad1457",
-    "db_not_found": "#6d4c41",
-    "not_ready": "#f29900",
-    "unimplemented": "#5f6368",
-    "unhealthy": "#ea4335",
-    "unavailable": "#c5221f",
-    "error": "#80868b",
+    # Every FailureReason and `probe_error` (the probe itself broke, counted apart from the
+    # target's failures): at least 15 apart in CIEDE2000. Eighteen colours can't all stay
+    # apart for colour-blind readers: the legend and every hover title name the reason.
+    "refused": "#be0032",
+    "timeout": "#d55e00",
+    "dns": "#7e57c2",
+    "tls": "#654522",
+    "unauthenticated": "#e68fac",
+    "permission_denied": "#aa3377",
+    "db_not_found": "#999933",
+    "not_ready": "#f6a600",
+    "unimplemented": "#848482",
+    "unhealthy": "#f99379",
+    "unavailable": "#332288",
+    "collection_missing": "#33bbee",
+    "not_loaded": "#0072b2",
+    "wrong_result": "#117733",
+    "rate_limited": "#f0e442",
+    "quota_exceeded": "#009988",
+    "error": "#2b3d26",
+    "probe_error": "#000000",
 }
-OTHER_REASON = "#9c27b0"
+OTHER_REASON = "#a8c7fa"
+"""A reason not in the table (tests fail if a FailureReason ends up here)."""
 P50, P99 = "#1a73e8", "#e37400"
 
 
@@ -341,12 +360,10 @@ def phase_bars(cycles: Cycles, size: Size, cls: str = "chart", detail: bool = Tr
     parts.append(_linear_axis(size, top_tick))
     slot = plot_w / n
     bar = max(slot * 0.72, 1.0)
-    # A phase's bars are one path of vertical strokes, each from the axis up to where the
-    # phase ends; drawn last phase first, each earlier phase covers the bottom of the
-    # later ones. One number per bar and phase: a hundred cards draw in milliseconds.
-    paths = _strokes(
-        cycles, _moves(size, n), _heights(bottom, plot_h), 10 * per_second, 0.05 / per_second
-    )
+    # A phase's bars are one path of vertical strokes, each from where the phase began to
+    # where it ended: its height is its seconds on the axis, whatever else a cycle ran and
+    # in whichever order the paths are drawn. A hundred cards draw in milliseconds.
+    paths = _strokes(cycles, _moves(size, n), _heights(bottom, plot_h), 10 * per_second)
     shapes, starts = cycles.shapes, cycles.starts
     for k in range(n):
         shape, duration = shapes[k], durations[k]
@@ -379,7 +396,8 @@ def phase_bars(cycles: Cycles, size: Size, cls: str = "chart", detail: bool = Tr
     parts[2:2] = [
         f'<path fill="none" stroke="{phase_colour(phase)}" stroke-width="{bar:.1f}" '
         f'd="{"".join(segments)}"/>'
-        for phase, segments in reversed(paths.items())
+        for phase, segments in paths.items()
+        if segments
     ]  # under the outlines and hover targets
     first, last = starts[0], starts[-1]
     parts.append(
@@ -401,14 +419,16 @@ def phase_bars(cycles: Cycles, size: Size, cls: str = "chart", detail: bool = Tr
 
 
 def _strokes(
-    cycles: Cycles, moves: list[str], heights: list[str], tenths: float, visible: float
+    cycles: Cycles, moves: list[str], heights: list[str], tenths: float
 ) -> dict[str, list[str]]:
-    """Per phase, the path of its bars: for every cycle that ran it, a stroke from the axis
-    (`moves[k]`) up to where the phase ended (`heights`, one per tenth of a unit). A phase
-    shorter than `visible` seconds is left out.
+    """Per phase, the path of its bars: for every cycle that ran it, a stroke from where the
+    phase began (`moves[k]` and `heights`, one per tenth of a unit) to where it ended.
 
-    Cycles are taken a shape at a time (its phases are the same) and a phase at a time
-    across them: a hundred cards of sixty cycles must draw in milliseconds."""
+    Both ends are the cycle's running total rounded to a tenth, so a stroke is its phase's
+    seconds within a tenth of a unit, and a phase shorter than that may draw nothing: it
+    never lends its height to another. Cycles are taken a shape at a time (its phases are
+    the same) and a phase at a time across them: a hundred cards of sixty cycles must draw
+    in milliseconds."""
     groups: dict[int, list[int]] = {}
     for k, shape in enumerate(cycles.shapes):
         groups.setdefault(id(shape), []).append(k)
@@ -420,6 +440,7 @@ def _strokes(
         phases = cycles.shapes[ks[0]].phases
         starts = moves if len(groups) == 1 else [moves[k] for k in ks]
         level: Sequence[float] = [0.0] * len(ks)
+        below: Sequence[int] = [0] * len(ks)
         for j, phase in enumerate(phases):
             seconds: Sequence[float]
             if len(phases) > cycles.width:  # kept whole: its own numbers
@@ -430,18 +451,15 @@ def _strokes(
                 seconds = [numbers[k * every + 1 + j] for k in ks]
             level = list(map(operator.add, level, seconds))
             if max(level) * tenths + 0.5 < highest:  # no bar reaches the top: none to cut
-                segments = [
-                    move + heights[int(top * tenths + 0.5)]
-                    for move, top, s in zip(starts, level, seconds, strict=True)
-                    if s >= visible
-                ]
+                above = [int(top * tenths + 0.5) for top in level]
             else:
-                segments = [
-                    move + heights[min(int(top * tenths + 0.5), highest)]
-                    for move, top, s in zip(starts, level, seconds, strict=True)
-                    if s >= visible
-                ]
-            paths.setdefault(phase, []).extend(segments)
+                above = [min(int(top * tenths + 0.5), highest) for top in level]
+            paths.setdefault(phase, []).extend(
+                f"{move}{heights[low]}V{heights[high]}"
+                for move, low, high in zip(starts, below, above, strict=True)
+                if high > low
+            )
+            below = above
     return paths
 
 
@@ -472,10 +490,9 @@ def _grid(size: Size, lines: list[tuple[float, str]]) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _moves(size: Size, n: int) -> list[str]:
-    """Where each of `n` bars starts: the middle of its slot, on the axis."""
+    """The x of each of `n` bars (the middle of its slot), as a path's move."""
     plot_w = size.width - size.left - 8
-    bottom = size.height - size.bottom
-    return [f"M{size.left + (k + 0.5) * plot_w / n:.1f} {bottom}V" for k in range(n)]
+    return [f"M{size.left + (k + 0.5) * plot_w / n:.1f} " for k in range(n)]
 
 
 @functools.cache

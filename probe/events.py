@@ -26,6 +26,7 @@ from kubernetes import client
 
 from probe import logs
 from probe.health import Change
+from probe.hub import TargetDiff
 from probe.result import FailureReason, ProbeResult
 from probe.targets import ObjectRef, Target
 
@@ -259,7 +260,8 @@ class TargetEvents:
     def __init__(self, recorder: EventRecorder, own_pod: ObjectRef | None) -> None:
         self._recorder = recorder
         self._own_pod = own_pod
-        self._denying: dict[str, bool] = {}
+        self._denying: dict[int, bool] = {}
+        """Target generation → whether its quota states last denied reads or writes."""
 
     def _regarding(self, target: Target) -> ObjectRef | None:
         """Discovered targets' own object; our own pod for static targets."""
@@ -284,13 +286,18 @@ class TargetEvents:
             )
         self._recorder.record(EventRequest(regarding, kind, reason, message, change.alias))
 
+    def follow(self, diff: TargetDiff) -> None:
+        """A hub listener: forget what removed (and replaced) targets were denying."""
+        for target in diff.removed:
+            self._denying.pop(target.generation, None)
+
     def observe(self, target: Target, result: ProbeResult) -> None:
-        """Post when the target starts or stops denying reads or writes."""
+        """A hub sink: post when the target starts or stops denying reads or writes."""
         if result.quota_states is None:
             return
         denying = any(s.startswith("DenyTo") for s in result.quota_states)
-        before = self._denying.get(result.alias, False)
-        self._denying[result.alias] = denying
+        before = self._denying.get(target.generation, False)
+        self._denying[target.generation] = denying
         regarding = self._regarding(target)
         if denying == before or regarding is None:
             return

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from probe import logs
 from probe.config.settings import ReadinessPolicy, ReadinessSettings
+from probe.hub import TargetDiff
 from probe.result import FailureReason, HeldView, ManagementView, ProbeResult, SideView, TlsView
 from probe.targets import Target
 
@@ -26,23 +26,11 @@ HEARTBEAT_STALE_AFTER = 10.0
 """Seconds without a scheduler heartbeat before /healthz fails (it beats every second)."""
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """The little kept of a past cycle, for the latency chart."""
-
-    started_at: float
-    duration: float
-    reason: FailureReason | None
-
-    @property
-    def success(self) -> bool:
-        return self.reason is None
-
-
 @dataclass
 class TargetState:
+    """Where one target stands for readiness (its recent cycles are probe.history's)."""
+
     target: Target
-    history: deque[HistoryEntry]
     last: ProbeResult | None = None
     passing: bool = False
     """Debounced by the thresholds; False until the first success_threshold successes."""
@@ -85,7 +73,6 @@ class Health:
     """All health state of the daemon. Thread-safe."""
 
     settings: ReadinessSettings
-    history_size: int = 60
     clock: Callable[[], float] = time.monotonic
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _states: dict[str, TargetState] = field(default_factory=dict)
@@ -122,36 +109,33 @@ class Health:
 
     # ----------------------------------------------------------- targets
 
-    def set_targets(self, targets: Iterable[Target], *, first_round: bool = False) -> None:
-        """Follow the target list; keep state of targets whose alias stays."""
+    def follow(self, diff: TargetDiff) -> None:
+        """A hub listener: fresh state for each new generation (an added or replaced target),
+        none for removed ones; a target the hub kept keeps its state, with its new settings."""
         with self._lock:
-            wanted = {t.alias: t for t in targets}
-            for alias in list(self._states):
-                if alias not in wanted:
-                    del self._states[alias]
-                    self._first_round.discard(alias)
-            for alias, target in wanted.items():
-                state = self._states.get(alias)
-                if state is None or state.target.address != target.address:
-                    self._states[alias] = TargetState(target, deque(maxlen=self.history_size))
-                    if first_round:
-                        self._first_round.add(alias)
+            states: dict[str, TargetState] = {}
+            for target in diff.current:
+                state = self._states.get(target.alias)
+                if state is None or state.target.generation != target.generation:
+                    state = TargetState(target)
+                    if diff.first_round:
+                        self._first_round.add(target.alias)
                 else:
                     state.target = target
+                states[target.alias] = state
+            self._first_round &= states.keys()
+            self._states = states
 
-    def configure(self, settings: ReadinessSettings, history_size: int) -> None:
+    def configure(self, settings: ReadinessSettings) -> None:
         with self._lock:
             self.settings = settings
-            if history_size != self.history_size:
-                self.history_size = history_size
-                for state in self._states.values():
-                    state.history = deque(state.history, maxlen=history_size)
 
     def observe_view(self, target: Target, view: SideView) -> None:
-        """Take a side check's view (management port, certificates, held connection)."""
+        """A hub view sink: take a side check's view (management port, certificates, held
+        connection)."""
         with self._lock:
             state = self._states.get(target.alias)
-            if state is None or state.target.address != target.address:
+            if state is None or state.target.generation != target.generation:
                 return
             if isinstance(view, ManagementView):
                 state.management = view
@@ -160,15 +144,14 @@ class Health:
             else:
                 state.tls = view
 
-    def observe(self, result: ProbeResult) -> Change | None:
-        """Take a cycle's result; return a Change when the target flipped up/down."""
+    def observe(self, target: Target, result: ProbeResult) -> Change | None:
+        """A hub sink: take `target`'s cycle; a Change when the target flipped up/down."""
         with self._lock:
-            state = self._states.get(result.alias)
-            if state is None or state.target.address != result.target:
+            state = self._states.get(target.alias)
+            if state is None or state.target.generation != target.generation:
                 return None
             previous = state.last
             state.last = result
-            state.history.append(HistoryEntry(result.started_at, result.duration, result.reason))
             if result.version is not None or result.server_info is not None:
                 state.server_info = result
             if result.management is not None:
@@ -177,7 +160,7 @@ class Health:
                 state.tls = result.tls
             if result.held is not None:
                 state.held = result.held
-            self._first_round.discard(result.alias)
+            self._first_round.discard(target.alias)
             if result.success:
                 state.consecutive_successes += 1
                 state.consecutive_failures = 0
@@ -195,8 +178,8 @@ class Health:
         ):
             return None
         return Change(
-            alias=result.alias,
-            target=result.target,
+            alias=target.alias,
+            target=target.address,
             up=result.success,
             first=previous is None,
             reason=result.reason,

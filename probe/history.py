@@ -275,7 +275,7 @@ def _shape_key(r: ProbeResult) -> tuple[object, ...]:
     """Everything of a result but its id, times and phase seconds."""
     return (
         r.alias, r.target, r.method, r.success, r.protocol, r.reason, r.failed_phase, r.error,
-        r.status_code, r.addresses, r.healthy, r.health_reasons, r.quota_states, r.version,
+        r.status_code, r.addresses, r.dials, r.healthy, r.health_reasons, r.quota_states, r.version,
         r.server_info, r.facts, r.management, r.tls, r.visibility, tuple(r.phases),
     )  # fmt: skip
 
@@ -697,7 +697,7 @@ class History:
         """A hub sink: count the cycle in its minute and keep its trace."""
         with self._lock:
             track = self._tracks.get(target.alias)
-            if track is None or track.target.series_key != target.series_key:
+            if track is None or track.target.generation != target.generation:
                 return
             track.target = target
             track.observe(result, self.settings.resolution)

@@ -13,6 +13,11 @@ late result of a removed or replaced target is dropped by construction. The chec
 beside the cycles (management port, TLS inspection) end on their own schedule and come
 back the same way through `publish_view()`.
 
+The generation is the one identity of a target: a sink keeps its state under the Target
+the hub hands it (by alias, as the table does, for the generation it holds) and starts
+over when a listener call brings a new generation. It never re-derives identity from
+the result's alias or address.
+
 A sink that raises does not stop the others: it is logged and counted
 (`on_sink_error`), and the rest still see the result.
 """

@@ -16,7 +16,7 @@ from typing import Any
 import probe
 from probe import held_views
 from probe.config.values import format_duration, parse_duration
-from probe.health import Check, HistoryEntry, TargetState
+from probe.health import Check, TargetState
 from probe.history import TOTAL, Bucket, Column, Cycles, History, Summary
 from probe.milvus.auth import SecretFile
 from probe.result import ProbeResult
@@ -41,8 +41,9 @@ def _phase_note(result: ProbeResult, phase: str) -> str:
     return "FAILED" if result.failed_phase == phase else ""
 
 
-def trace_text(result: ProbeResult, state: TargetState | None = None) -> str:
-    """A cycle as text, like blackbox_exporter's `debug=true`."""
+def trace_text(result: ProbeResult, recent: Cycles | None = None) -> str:
+    """A cycle as text, like blackbox_exporter's `debug=true`; with the target's `recent`
+    scheduled cycles (probe.history) summed up at the end."""
     lines = [
         f"Probe of alias={result.alias} target={result.target} "
         + (
@@ -82,17 +83,17 @@ def trace_text(result: ProbeResult, state: TargetState | None = None) -> str:
             f"go_version={si.go_version or '-'} deploy_mode={si.deploy_mode or '-'} "
             f"build_time={si.build_time or '-'}"
         )
-    if state is not None and state.history:
+    if recent:
         lines.append("")
-        lines.append(history_summary(list(state.history)))
+        lines.append(history_summary(recent))
     return "\n".join(lines) + "\n"
 
 
-def history_summary(history: Sequence[HistoryEntry]) -> str:
-    ok = [h for h in history if h.success]
-    text = f"last {len(history)} scheduled cycles: {len(ok)} succeeded"
+def history_summary(recent: Cycles) -> str:
+    ok = [k for k in range(len(recent)) if recent.shapes[k].success]
+    text = f"last {len(recent)} scheduled cycles: {len(ok)} succeeded"
     if ok:
-        durations = sorted(h.duration for h in ok)
+        durations = sorted(recent.duration(k) for k in ok)
         middle = len(durations) // 2  # sorted: the median without `statistics` (decimal, 0.5 MiB)
         median = (
             durations[middle] if len(durations) % 2 else sum(durations[middle - 1 : middle + 1]) / 2
@@ -101,17 +102,17 @@ def history_summary(history: Sequence[HistoryEntry]) -> str:
     return text
 
 
-def trace_json(result: ProbeResult, state: TargetState | None = None) -> str:
+def trace_json(result: ProbeResult, recent: Cycles | None = None) -> str:
     body: dict[str, Any] = result.to_dict()
-    if state is not None:
+    if recent is not None:
         body["history"] = [
             {
-                "started_at": h.started_at,
-                "duration_seconds": h.duration,
-                "success": h.success,
-                "reason": str(h.reason) if h.reason else None,
+                "started_at": recent.starts[k],
+                "duration_seconds": recent.duration(k),
+                "success": shape.success,
+                "reason": str(shape.reason) if shape.reason else None,
             }
-            for h in state.history
+            for k, shape in enumerate(recent.shapes)
         ]
     return json.dumps(body, indent=2) + "\n"
 
@@ -296,11 +297,14 @@ def _phases_legend(phases: Sequence[str]) -> str:
     return f'<div class="legend">{"".join(items)}</div>'
 
 
-def _phases_seen(cycles: Cycles) -> list[str]:
+def _phases_seen(cycles: Cycles, series: Sequence[str]) -> list[str]:
+    """The phases the cycles ran, in the order the target's prober declares them (`series`),
+    not the order the kept cycles happened to show them in."""
     seen: dict[str, None] = {}
     for shape in {id(s): s for s in cycles.shapes}.values():
         seen.update(dict.fromkeys(str(p) for p in shape.phases))
-    return list(seen)
+    declared = [str(p) for p in series if str(p) in seen]
+    return declared + [p for p in seen if p not in declared]
 
 
 def _order(summary: Summary) -> tuple[int, str]:
@@ -392,7 +396,7 @@ def status_page(
             + "</figure><figure>"
             + charts.phase_bars(cycles, overview, "s", detail=False)
             + "<figcaption>phases of the last cycles</figcaption>"
-            + _phases_legend(_phases_seen(cycles))
+            + _phases_legend(_phases_seen(cycles, history.series(t.alias)))
             + "</figure></div>"
             f'<nav class="small"><a href="targets/{alias_q}?window={shown}">'
             f'details and failures</a><a href="probe?alias={alias_q}">probe now</a>'
@@ -473,7 +477,7 @@ def target_page(
         + f"<h2>Last {len(cycles)} cycles, by phase</h2>"
         + charts.phase_bars(cycles, charts.Size(1000, 220, 13), "wide")
         + charts.phase_bars(cycles, charts.Size(400, 180, 11), "narrow")
-        + _phases_legend(_phases_seen(cycles))
+        + _phases_legend(_phases_seen(cycles, history.series(alias)))
         + f"<h2>Last failures ({len(failures)})</h2>"
         + ("".join(failure_list) or '<p class="muted">none kept</p>')
         + "<h2>Last cycle</h2>"

@@ -6,7 +6,7 @@ import enum
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class FailureReason(enum.StrEnum):
@@ -157,6 +157,22 @@ class TlsView:
         when = time.strftime("%Y-%m-%d", time.gmtime(first.not_after))
         left = f"{days:.0f} days left" if days >= 0 else f"EXPIRED {-days:.0f} days ago"
         return f"{self.version}, {first.subject or '?'} expires {when} ({left})"
+
+
+class Dial(NamedTuple):
+    """One address a cycle dialled, and what came of it."""
+
+    endpoint: str
+    """`127.0.0.1:19530`, `[::1]:19530`."""
+    outcome: str
+    """`ready` (it carried the cycle), a FailureReason (refused, timeout, tls, ...),
+    `abandoned` (still connecting when another address answered) or `not tried` (the
+    deadline came first)."""
+
+
+def dials_note(dials: tuple[Dial, ...]) -> str:
+    """`[::1]:19530 refused, 127.0.0.1:19530 ready`."""
+    return ", ".join(f"{d.endpoint} {d.outcome}" for d in dials)
 
 
 class Facts(Protocol):
@@ -317,7 +333,9 @@ class ProbeResult:
     status_code: int | None = None
     """Milvus's status code in a failing answer, if Milvus answered with an error."""
     addresses: tuple[str, ...] = ()
-    """Addresses the name resolved to (the ones dialled)."""
+    """Addresses the name resolved to, in the order a client dials them."""
+    dials: tuple[Dial, ...] = ()
+    """Each address dialled, in order, and what came of it (one `ready` at most)."""
     healthy: bool | None = None
     """Whether Milvus says it is healthy; None when it was not asked or did not answer."""
     health_reasons: tuple[str, ...] = ()
@@ -357,6 +375,7 @@ class ProbeResult:
             "error": self.error,
             "status_code": self.status_code,
             "addresses": list(self.addresses),
+            "dials": [{"address": d.endpoint, "outcome": d.outcome} for d in self.dials],
             "healthy": self.healthy,
             "health_reasons": list(self.health_reasons),
             "quota_states": list(self.quota_states) if self.quota_states is not None else None,

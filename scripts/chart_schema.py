@@ -220,6 +220,11 @@ def generate(values_path: str = "charts/milvus-probe/values.yaml") -> str:
         "title": "milvus-probe chart values",
     }
     schema.update(node("", yaml.safe_load(src)))
+    # Helm passes `global` to every subchart: without it, a parent chart could not embed this one.
+    schema["properties"]["global"] = {  # type: ignore[index]
+        "type": "object",
+        "description": "Helm's global values (set when this chart is a subchart)",
+    }
     return json.dumps(schema, indent=2) + "\n"
 
 

@@ -21,6 +21,7 @@ Run as a module, this file is what runs *inside* the namespace:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import http.client
 import json
@@ -69,22 +70,58 @@ def require_netns() -> None:
 
 
 class Netns:
-    """A network namespace with only `lo` up. `delete()` ends what still runs in it."""
+    """A network namespace with only `lo` up. `delete()` ends what still runs in it.
+
+    `etc` files (name → text, e.g. `resolv.conf`) replace /etc's for every command run in
+    it: `ip netns exec` bind-mounts /etc/netns/NAME/* over /etc (shared/REFERENCE.md §8).
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     @classmethod
-    def create(cls, prefix: str) -> Netns:
+    def create(cls, prefix: str, etc: dict[str, str] | None = None) -> Netns:
         name = f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
         _ip("netns", "add", name)
         ns = cls(name)
         try:
+            if etc:
+                ns.etc_dir.mkdir(parents=True)
+                for file, text in etc.items():
+                    (ns.etc_dir / file).write_text(text)
             _ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
         except BaseException:
             ns.delete()
             raise
         return ns
+
+    @property
+    def etc_dir(self) -> Path:
+        return Path("/etc/netns") / self.name
+
+    def new_socket(
+        self, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM
+    ) -> socket.socket:
+        """A socket of this process that lives in the namespace (bind it to reach it from
+        there): made by a short-lived thread that enters the namespace first, since a
+        network namespace is a property of the thread that makes the socket."""
+        made: list[socket.socket | BaseException] = []
+
+        def make() -> None:
+            try:
+                with open(f"/run/netns/{self.name}") as fd:
+                    if _libc().setns(fd.fileno(), _CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), f"setns into {self.name} failed")
+                made.append(socket.socket(family, kind))
+            except BaseException as exc:  # handed to the caller's thread
+                made.append(exc)
+
+        thread = threading.Thread(target=make)
+        thread.start()
+        thread.join()
+        if isinstance(made[0], BaseException):
+            raise made[0]
+        return made[0]
 
     def command(self, *args: str) -> list[str]:
         return ["ip", "netns", "exec", self.name, *args]
@@ -127,6 +164,14 @@ class Netns:
         while self.pids() and time.monotonic() < deadline:
             time.sleep(0.05)
         _ip("netns", "delete", self.name)
+        shutil.rmtree(self.etc_dir, ignore_errors=True)
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _ip(*args: str) -> None:
@@ -377,6 +422,7 @@ def _launch(spec_path: str) -> int:
             base_dir=str(base),
         )
         began = time.monotonic()
+
         def wait_for_eof() -> None:
             sys.stdin.buffer.read()
             stop.set()

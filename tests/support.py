@@ -112,6 +112,7 @@ class MilvusDouble:
         tls: Any = None,
         services: bool = True,
         connect: bool = True,
+        port: int = 0,
     ) -> None:
         self.behaviour = behaviour or Behaviour()
         self.calls: list[tuple[str, dict[str, str]]] = []
@@ -141,9 +142,9 @@ class MilvusDouble:
                 (grpc.method_handlers_generic_handler(SERVICE, handlers),)
             )
         if tls is None:
-            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         else:
-            self.port = self.server.add_secure_port("127.0.0.1:0", tls)
+            self.port = self.server.add_secure_port(f"127.0.0.1:{port}", tls)
         self.server.start()
         self.connect_requests: list[wire.ConnectRequest] = []
 
@@ -418,8 +419,9 @@ class Certs:
         return grpc.ssl_server_credentials([pair])
 
 
-def make_certs(directory: Path) -> Certs:
-    """A CA, a server certificate for localhost/127.0.0.1, a client certificate, another CA."""
+def make_certs(directory: Path, server_names: tuple[str, ...] = ("localhost",)) -> Certs:
+    """A CA, a server certificate for `server_names` and 127.0.0.1, a client certificate,
+    another CA."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -476,7 +478,8 @@ def make_certs(directory: Path) -> Certs:
         if server:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                    [*(x509.DNSName(n) for n in server_names),
+                     x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
                 ),
                 critical=False,
             ).add_extension(

@@ -23,29 +23,6 @@ CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
 
 
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    binary = ROOT / ".tools" / "helm"
-    assert binary.exists(), "helm is missing: `make tools` fetches it (make test does)"
-    home = tmp_path_factory.mktemp("helm")
-    env = {
-        **os.environ,
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [str(binary), *args], env=env, capture_output=True, text=True, timeout=120
-        )
-        if check:
-            assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stderr}"
-        return done
-
-    return run
-
-
 def render(helm, *args: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     out = helm("template", "rel", str(CHART), "--namespace", "milvus", *args).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]

@@ -805,9 +805,7 @@ def test_connect_is_not_repeated_when_a_later_step_of_its_cycle_fails(
         wait_until(lambda: double.count("CheckHealth") >= 6, 10, "several cycles")
         assert double.count("Connect") == 1
         assert double.count("GetVersion") == 1  # nor is the failed step retried
-        state = app.health.state("db")
-        assert state is not None
-        first, *later = list(state.history)
+        first, *later = app.history.recent("db")
         assert first.reason is FailureReason.TIMEOUT
         assert later and all(h.success for h in later), [h.reason for h in later]
         m = scrape(app.port)

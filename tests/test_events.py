@@ -8,6 +8,7 @@ thread has finished with it before anything is checked.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,10 +25,13 @@ from probe.events import (
     REFILL_SECONDS,
     EventRecorder,
     EventRequest,
+    TargetEvents,
 )
+from probe.hub import Hub
+from probe.result import ProbeResult, RpcMethod
 from probe.targets import ObjectRef
 from tests.kube_double import KubeApiDouble
-from tests.support import wait_until
+from tests.support import target, wait_until
 
 
 class FakeClock:
@@ -177,3 +181,33 @@ def test_record_never_blocks_and_drops_when_the_queue_is_full(rig: Callable[[], 
     # The hung post failed (its token spent); then the target's burst, then the limit.
     assert r.results[:2] == ["dropped", "failed"]
     assert r.results[2:] == ["created"] * (BURST - 1) + ["rate_limited"] * (QUEUE_SIZE - BURST + 1)
+
+
+def test_quota_events_follow_the_hubs_generation_of_a_target(rig: Callable[[], Rig]) -> None:
+    """TargetEvents behind a real Hub: a target replaced under its alias (another RPC: the
+    hub's new generation) is a new target, so its denying is news again; the old one's
+    state is forgotten with it."""
+    r = rig()
+    events = TargetEvents(r.recorder, ObjectRef("Pod", "milvus", "probe-0", uid="u-0"))
+    hub = Hub()
+    hub.listen(events.follow)
+    hub.sink(events.observe)
+    db = target(alias="db", uri="127.0.0.1:1")
+
+    def cycle(*states: str) -> None:
+        current = hub.pick("db")
+        assert hub.publish(current, ProbeResult(
+            alias="db", target=current.address, method="check_health", started_at=0.0,
+            duration=0.001, phases={}, success=True, quota_states=states,
+        ))  # fmt: skip
+        wait_until(r.recorder.drained, 10, "the Events to be handled")
+
+    hub.update([db], first_round=True)
+    cycle("DenyToWrite")
+    cycle("DenyToWrite")  # still denying: nothing new to say
+    assert r.results == ["created"]
+    hub.update([dataclasses.replace(db, rpc=RpcMethod.GET_VERSION)])
+    cycle("DenyToWrite")  # the new target denies from its first cycle: said again
+    assert r.results == ["created", "aggregated"]
+    cycle()
+    assert r.results[-1] == "created" and "no longer denies" in r.events()[-1]["note"]

@@ -6,6 +6,7 @@ the times a test chooses (`started_at` decides the minute; `clock` decides "now"
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 
 from probe.config.settings import HistorySettings
 from probe.history import FAILURE_TRACES, History, code_seconds, latency_code
-from probe.hub import TargetDiff
+from probe.hub import Hub, TargetDiff
 from probe.probers.grpc import GrpcFacts, Phase
 from probe.result import FailureReason, ProbeResult, RpcMethod
 from probe.targets import Target
@@ -230,16 +231,36 @@ def test_fewer_traces_on_reload_keeps_the_newest(clock: Clock) -> None:
     assert [r.trace_id for r in h.recent("a")] == [r.trace_id for r in results[-3:]]
 
 
+def test_the_last_cycles_are_kept_with_their_reasons(clock: Clock) -> None:
+    """The one store of recent cycles: what health's own deque used to keep (trace pages
+    sum these up)."""
+    h = history_of(clock, A, traces=60)
+    h.configure(3)
+    for k, reason in enumerate((None, FailureReason.DNS, None, FailureReason.TLS)):
+        h.observe(A, cycle(A, T0 + k) if reason is None else failure(A, T0 + k, reason))
+    assert [e.reason for e in h.recent("a")] == [FailureReason.DNS, None, FailureReason.TLS]
+
+
 def test_removed_and_replaced_targets_start_over(clock: Clock) -> None:
-    h = history_of(clock, A, B)
-    h.observe(A, failure(A, T0))
-    h.observe(B, failure(B, T0))
+    """Behind a real hub: a target is its generation, whatever its alias."""
+    h = History(HistorySettings(retention=86400.0, resolution=60.0), clock=clock)
+    hub = Hub()
+    hub.listen(h.follow)
+    hub.update([A, B], first_round=True)
+    a, b = hub.pick("a"), hub.pick("b/pod-0")
+    h.observe(a, failure(a, T0))
+    h.observe(b, failure(b, T0))
     moved = target(alias="a", host="10.0.0.9")
-    h.follow(TargetDiff(added=(moved,), removed=(A, B), current=(moved,)))
+    hub.update([moved])
     assert h.aliases() == ["a"] and h.buckets("b/pod-0", 900) is None
     assert h.buckets("a", 900) == [] and h.failures("a") == []
-    h.observe(A, failure(A, T0 + 1))  # a late result of the old "a": not the new one's
+    h.observe(a, failure(a, T0 + 1))  # a late result of the old "a": not the new one's
     assert h.failures("a") == []
+    renamed = dataclasses.replace(hub.pick("a"), generation=0)  # same settings, no identity
+    h.observe(renamed, failure(renamed, T0 + 2))
+    assert h.failures("a") == []
+    h.observe(hub.pick("a"), failure(moved, T0 + 3))
+    assert len(h.failures("a")) == 1
 
 
 def columns_from_rows(rows: list[Any], per: int) -> list[tuple[Any, ...]]:

@@ -7,19 +7,25 @@ and its net log is read back: the pages must load nothing but themselves.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
 import struct
 import subprocess
 import urllib.parse
+import uuid
 import zlib
 from pathlib import Path
 
 import pytest
 
+from probe import cli
 from probe.app import App
+from probe.pages import OVERVIEW_CYCLES
 from tests.conftest import DaemonFactory
 from tests.support import MilvusLite, attempts, free_port, http_get, wait_until
+from tests.test_charts import measure_phase_bars
 
 DOWN = "ns/refused-0"
 """A target whose alias holds a slash (as discovered pods' do) and whose port refuses."""
@@ -206,3 +212,71 @@ def test_pages_render_in_chromium_from_their_own_origin_only(
         assert f'content="{10}"' in dom  # refreshes itself...
         # ...at the same URL, so the chosen window stays; the switch keeps the page.
         assert f'href="{quoted(DOWN)}?window=1h"' in dom
+
+
+# --------------------------------------------------------------------------- true pictures
+
+
+def legends(page: str) -> list[list[tuple[str, str]]]:
+    """Every legend of a page: its (colour, name) keys in order."""
+    return [
+        re.findall(r'<span class="(?:key|line)" style="background:(#[0-9a-f]{6})[^"]*"></span>'
+                   r"([^<]*)</span>", legend)
+        for legend in re.findall(r'<div class="legend">(.*?)</div>', page)
+    ]  # fmt: skip
+
+
+def phase_charts(page: str) -> list[str]:
+    return re.findall(r'<svg class="[^"]*"[^>]*aria-label="phases of the last.*?</svg>', page)
+
+
+def test_canary_bars_are_their_trace_phases_in_colours_of_their_own(
+    milvus: MilvusLite, daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """Real canary cycles on milvus-lite: the first ones find no collection (create: false)
+    and fail in search; `milvus-probe canary init` sets it up; then they search, query and
+    write. Every bar segment both pages draw is its phase's seconds on the axis, and every
+    legend's keys differ in colour. The schedule is stopped before the pages are read, so
+    they and the history hold the same cycles."""
+    name = f"bars_{uuid.uuid4().hex[:10]}"
+    app = daemon(
+        uri=milvus.address,
+        **{"canary.collection": name, "canary.write": "true", "probe.interval": "200ms",
+           "probe.timeout": "150ms"},
+    )  # fmt: skip
+    alias = app.hub.targets()[0].alias
+    wait_until(lambda: len(app.history.failures(alias)) >= 2, 15, "two collection_missing")
+    args = cli.build_parser().parse_args(
+        ["canary", "init", "--uri", milvus.address, "--canary.collection", name]
+    )
+    assert cli.canary_init(args, {}, io.StringIO()) == cli.EXIT_OK
+    wait_until(
+        lambda: sum(r.success for r in app.history.recent(alias)) >= 5, 20, "five canary cycles"
+    )
+    app.scheduler.stop(timeout=1.0)
+    assert app.scheduler.join_workers(5.0)
+    recent = app.history.recent(alias)
+    assert {str(r.reason) for r in recent if not r.success} == {"collection_missing"}
+    assert str(recent[0].failed_phase) == "search" and "query" not in recent[0].phases
+    assert any("write" in r.phases for r in recent)
+
+    target_page = http_get(app.port, f"/targets/{quoted(alias)}")[2].decode()
+    status_page = http_get(app.port, "/")[2].decode()
+    wide, narrow = phase_charts(target_page)
+    (overview,) = phase_charts(status_page)
+    cycles = app.history.cycles(alias)
+    assert measure_phase_bars(wide, cycles) >= 5 * 7
+    assert measure_phase_bars(narrow, cycles) >= 5 * 5
+    assert measure_phase_bars(overview, app.history.cycles(alias, OVERVIEW_CYCLES)) >= 5 * 5
+
+    for page in (target_page, status_page):
+        for keys in legends(page):
+            assert len({colour for colour, _ in keys}) == len(keys), keys
+        phases = [name for _, name in legends(page)[-1]]
+        assert phases == ["resolve", "connect", "rpc", "info", "search", "query", "write",
+                          "close"]  # fmt: skip
+    shot = tmp_path / "canary.png"
+    url = f"http://127.0.0.1:{app.port}/targets/{quoted(alias)}"
+    done = chromium(tmp_path, url, 1280, f"--screenshot={shot}")
+    assert shot.exists(), done.stderr[-2000:]
+    assert not png_is_blank(shot)

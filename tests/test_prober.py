@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from tests.support import (
     MilvusLite,
     SilentServer,
     free_port,
+    make_certs,
     milvus_double,
     target,
     wait_until,
@@ -191,6 +193,21 @@ def test_tls_wrong_server_name(certs: Certs) -> None:
             )
         )
     assert result.reason is FailureReason.TLS
+
+
+def test_tls_server_name_differs_from_the_host_dialled(tmp_path: Path) -> None:
+    """A name the certificate holds (server_name) while the URI names another host, as a
+    Service name in front of a certificate for the public name: the cycle succeeds."""
+    certs = make_certs(tmp_path, ("milvus.prod.example.com",))  # not "localhost"
+    with milvus_double(tls=certs.server_credentials()) as double:
+        result = GrpcProber().run(
+            target(
+                uri=f"https://localhost:{double.port}",
+                server_pem_path=str(certs.ca),
+                server_name="milvus.prod.example.com",
+            )
+        )
+    assert result.success, result.error
 
 
 def test_tls_client_to_plaintext_port() -> None:

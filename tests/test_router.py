@@ -15,7 +15,8 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 
-from probe.health import Check, TargetState
+from probe.health import Check
+from probe.history import Cycles
 from probe.hub import AliasRequired, UnknownAlias
 from probe.probers import SlotsBusy as Busy
 from probe.probers.grpc import Phase
@@ -59,7 +60,7 @@ class FakeApi:
         self.asked.append(("target_check", alias))
         return self.targets.get(alias)
 
-    def probe_now(self, alias: str | None) -> tuple[ProbeResult, TargetState | None]:
+    def probe_now(self, alias: str | None) -> tuple[ProbeResult, Cycles | None]:
         self.asked.append(("probe_now", alias))
         if self.probe_error is not None:
             raise self.probe_error
@@ -85,7 +86,7 @@ class FakeApi:
             raise ValueError("window: '2d' is not a duration")
         return {"alias": alias, "buckets": []}
 
-    def trace(self, trace_id: str) -> tuple[ProbeResult, TargetState | None] | None:
+    def trace(self, trace_id: str) -> tuple[ProbeResult, Cycles | None] | None:
         return (trace("kept"), None) if trace_id == "00000000000000aa" else None
 
     def reload(self) -> tuple[bool, str]:

@@ -9,18 +9,17 @@ Three grpcio behaviours decide whether the numbers we report are true
   watch the connectivity state ourselves instead (`wait_until_ready`), which
   returns the moment the state changes.
 * grpcio resolves names inside the channel; we resolve first (the `resolve`
-  phase), dial the addresses, and keep the host name for TLS and `:authority`.
+  phase, bounded by the cycle's deadline: probe/resolver.py), dial each address on a
+  channel of its own in grpc's order, and keep the host name for TLS and `:authority`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import os
-import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,30 +39,6 @@ class ChannelState(enum.Enum):
     TIMEOUT = "timeout"
     CLOSED = "closed"
     """The channel was closed under us (shutdown)."""
-
-
-class ResolveError(Exception):
-    """The host name did not resolve."""
-
-
-def resolve(host: str, port: int) -> tuple[str, list[str]]:
-    """The gRPC target for `host:port` (`ipv4:a:p,b:p` or `ipv6:[a]:p`) and its addresses."""
-    try:
-        # An ASCII name goes as bytes: a str makes CPython load the idna codec (0.2 MiB of
-        # RSS for the life of the process) to encode it.
-        name: str | bytes = host.encode("ascii") if host.isascii() else host
-        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ResolveError(f"cannot resolve {host!r}: {exc}") from None
-    family = infos[0][0]
-    addresses: list[str] = []
-    for fam, _, _, _, sockaddr in infos:
-        address = str(sockaddr[0])
-        if fam == family and address not in addresses:
-            addresses.append(address)
-    if family == socket.AF_INET6:
-        return "ipv6:" + ",".join(f"[{a}]:{port}" for a in addresses), addresses
-    return "ipv4:" + ",".join(f"{a}:{port}" for a in addresses), addresses
 
 
 @dataclass(frozen=True)
@@ -103,12 +78,14 @@ def channel_options(target: Target) -> list[tuple[str, str | int]]:
         # gRPC's own connection attempt lasts max(this, 20 s) by default, past close():
         # bound it by the cycle's timeout so a silent server can't keep sockets open.
         ("grpc.min_reconnect_backoff_ms", max(int(target.timeout * 1000), 100)),
-        ("grpc.default_authority", target.address),
         ("grpc.primary_user_agent", f"milvus-probe/{probe.__version__}"),
     ]
+    server_name = target.tls.server_name if target.secure and target.tls else None
+    # gRPC checks the call's authority against the certificate unless it is the name TLS
+    # verifies: with a server_name, that name is the authority (as in pymilvus).
+    options.append(("grpc.default_authority", server_name or target.address))
     if target.secure:
-        name = (target.tls.server_name if target.tls else None) or target.host
-        options.append(("grpc.ssl_target_name_override", name))
+        options.append(("grpc.ssl_target_name_override", server_name or target.host))
     return options
 
 
@@ -200,15 +177,43 @@ def wait_until_ready(
     return _DONE_STATES[state]
 
 
-def warm_up() -> None:
-    """Pay grpcio's and the resolver's one-time start-up costs before the first real cycle.
+_RACE_SLICE = 0.005
+"""Longest single wait while several channels race (Happy Eyeballs): the watch wakes on the
+newest channel's change only, so an older one's is noticed at most this late."""
 
-    The first channel in a process initialises gRPC's core (~5 ms here) and the first
-    getaddrinfo loads the resolver; without this, the first cycle of every target would
-    report those costs as Milvus latency. Dials 127.0.0.1:1, which refuses at once.
+
+def wait_until_any(
+    channels: Sequence[grpc.Channel],
+    deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[int, ChannelState]:
+    """`wait_until_ready` over several channels: (index, state) of the first one ready or
+    failed, or (-1, TIMEOUT) at `deadline`, or (-1, CLOSED) when they were closed under us."""
+    if len(channels) == 1:
+        state = wait_until_ready(channels[0], deadline, clock)
+        return (-1 if state in (ChannelState.TIMEOUT, ChannelState.CLOSED) else 0), state
+    try:
+        while True:
+            states = [grpcio.check_state(channel, True) for channel in channels]
+            for index, state in enumerate(states):
+                if state in _DONE_STATES:
+                    return index, _DONE_STATES[state]
+            remaining = deadline - clock()
+            if remaining <= 0:
+                return -1, ChannelState.TIMEOUT
+            grpcio.watch_state(channels[-1], states[-1], time.time() + min(remaining, _RACE_SLICE))
+    except ValueError:  # "Channel closed!"
+        return -1, ChannelState.CLOSED
+
+
+def warm_up() -> None:
+    """Pay grpcio's one-time start-up cost before the first real cycle.
+
+    The first channel in a process initialises gRPC's core (~5 ms here); without this, the
+    first cycle of every target would report it as Milvus latency. Dials 127.0.0.1:1, which
+    refuses at once. (The resolver's first lookup costs ~0.1 ms, measured: not worth a
+    lookup, and a resolver thread, in a process whose targets may all be IP addresses.)
     """
-    with contextlib.suppress(ResolveError):
-        resolve("localhost", 1)
     channel = grpc.insecure_channel(
         "ipv4:127.0.0.1:1", options=[("grpc.use_local_subchannel_pool", 1)]
     )

@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from probe import logs
 from probe.probers.ledger import ConnectionLedger
-from probe.result import FailureReason, HeldView, ManagementView, ProbeResult, SideView, TlsView
+from probe.result import (
+    Dial,
+    FailureReason,
+    HeldView,
+    ManagementView,
+    ProbeResult,
+    SideView,
+    TlsView,
+)
 from probe.targets import Target
 
 if TYPE_CHECKING:
@@ -85,10 +93,13 @@ class Failed(Exception):
         *,
         status_code: int | None = None,
         code: str | None = None,
+        dials: tuple[Dial, ...] = (),
     ) -> None:
         super().__init__(error)
         self.reason, self.phase, self.error = reason, phase, error
         self.status_code, self.code = status_code, code
+        self.dials = dials
+        """What each address did, when the failure ended a dial."""
 
 
 class Prober(Protocol):

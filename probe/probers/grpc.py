@@ -22,21 +22,22 @@ from probe.milvus.auth import SecretFileError
 from probe.milvus.channel import (
     ChannelFactory,
     ChannelState,
-    ResolveError,
-    resolve,
-    wait_until_ready,
+    wait_until_any,
 )
 from probe.probers import ERROR_TEXT_LIMIT, BaseProber, Failed, InfoMode
 from probe.probers import canary as canary_steps
 from probe.probers.canary import CanaryCounter, CanarySetups, Setup, SetupError
 from probe.probers.ledger import ConnectionLedger
 from probe.probers.reasons import classify_rpc_error, classify_status
+from probe.resolver import ATTEMPT_DELAY, Resolved, ResolveError, resolve
 from probe.result import (
     QUOTA_STATES,
+    Dial,
     FailureReason,
     ProbeResult,
     RpcMethod,
     ServerInfo,
+    dials_note,
 )
 from probe.targets import Target
 
@@ -91,7 +92,10 @@ class GrpcFacts:
                 return "FAILED"
             return "→ " + ", ".join(result.addresses) if result.addresses else ""
         if phase == Phase.CONNECT:
-            return "FAILED" if failed else "ready"
+            dialled = dials_note(result.dials)
+            if failed:
+                return f"FAILED ({dialled})" if dialled else "FAILED"
+            return dialled or "ready"
         if phase == Phase.RPC:
             method = "GetVersion" if self.rpc is RpcMethod.GET_VERSION else "CheckHealth"
             if failed:
@@ -167,6 +171,7 @@ class _Cycle:
 
     phases: dict[str, float] = field(default_factory=dict)
     addresses: tuple[str, ...] = ()
+    dials: tuple[Dial, ...] = ()
     healthy: bool | None = None
     health_reasons: tuple[str, ...] = ()
     quota_states: tuple[str, ...] | None = None
@@ -275,6 +280,7 @@ class GrpcProber(BaseProber):
             error=redact(failure.error)[:ERROR_TEXT_LIMIT] if failure else "",
             status_code=failure.status_code if failure else None,
             addresses=cycle.addresses,
+            dials=cycle.dials,
             healthy=cycle.healthy,
             # What the server says is scrubbed like our own errors: a server (or a proxy
             # in front of it) that echoes the credential must not leak it through us.
@@ -296,20 +302,34 @@ class GrpcProber(BaseProber):
 
         t = clock()
         try:
-            grpc_target, addresses = resolve(target.host, target.port)
+            resolved = resolve(target.host, target.port, deadline - clock())
         except ResolveError as exc:
             cycle.phases[Phase.RESOLVE] = clock() - t
-            raise Failed(FailureReason.DNS, Phase.RESOLVE, str(exc)) from None
+            raise Failed(exc.reason, Phase.RESOLVE, str(exc)) from None
         cycle.phases[Phase.RESOLVE] = clock() - t
-        cycle.addresses = tuple(addresses)
-        if clock() >= deadline:
+        cycle.addresses = resolved.addresses
+        if clock() >= deadline:  # an answer just in time leaves no time to dial
             raise Failed(
                 FailureReason.TIMEOUT,
                 Phase.RESOLVE,
-                f"resolving {target.host!r} took longer than the {target.timeout:g}s timeout",
+                f"resolving {target.host!r} took the whole {target.timeout:g}s timeout",
             )
 
         t = clock()
+        try:
+            channel = self._connect(target, resolved, cycle, md, deadline)
+        finally:
+            cycle.phases[Phase.CONNECT] = clock() - t
+        try:
+            self._on_channel(target, info, cycle, channel, md, deadline)
+        finally:
+            t = clock()
+            channel.close()
+            self.ledger.closed(channel)
+            cycle.phases[Phase.CLOSE] = clock() - t
+
+    def _open(self, target: Target, grpc_target: str) -> grpc.Channel:
+        """A fresh channel to one address, counted in the ledger."""
         try:
             channel = self.factory.new_channel(target, grpc_target)
         except OSError as exc:
@@ -318,18 +338,99 @@ class GrpcProber(BaseProber):
                 Phase.CONNECT,
                 f"cannot read TLS file {exc.filename}: {exc.strerror}",
             ) from None
-        key = (target.alias, target.address)
-        if not self.ledger.opened(key, channel):
+        if not self.ledger.opened((target.alias, target.address), channel):
             raise Failed(
                 FailureReason.ERROR, Phase.CONNECT, "cancelled: the probe is shutting down"
             )
+        return channel
+
+    def _connect(
+        self,
+        target: Target,
+        resolved: Resolved,
+        cycle: _Cycle,
+        md: client.Metadata,
+        deadline: float,
+    ) -> grpc.Channel:
+        """A ready channel to the first address that answers, dialled as grpc's pick_first
+        does (probe/resolver.py): in order, the next one at once when one fails or after
+        ATTEMPT_DELAY beside it. One channel per address, each in the ledger; every one but
+        the returned one is closed here. `cycle.dials` says what each address did."""
+        clock = self._clock
+        waiting = list(resolved.addresses)
+        racing: list[tuple[str, grpc.Channel]] = []
+        outcomes: dict[str, str] = {}
+        failure: Failed | None = None
+        next_at = clock()
         try:
-            self._on_channel(target, info, cycle, channel, md, deadline, t)
+            while True:
+                if waiting and (not racing or clock() >= next_at):
+                    address = waiting.pop(0)
+                    racing.append((address, self._open(target, resolved.grpc_target(address))))
+                    next_at = clock() + ATTEMPT_DELAY
+                until = min(deadline, next_at) if waiting else deadline
+                index, state = wait_until_any([c for _, c in racing], until, clock)
+                if state is ChannelState.READY:
+                    address, channel = racing.pop(index)
+                    outcomes[address] = "ready"
+                    return channel
+                if state is ChannelState.CLOSED:
+                    raise Failed(
+                        FailureReason.ERROR, Phase.CONNECT, "cancelled: the probe is shutting down"
+                    )
+                if state is ChannelState.FAILED:
+                    address, channel = racing.pop(index)
+                    failure = self._why_failed(target, channel, md, deadline)
+                    outcomes[address] = str(failure.reason)
+                    channel.close()
+                    self.ledger.closed(channel)
+                    if not racing and not waiting:
+                        break
+                    next_at = clock()  # the next address at once, as pick_first does
+                elif clock() >= deadline:
+                    failure = Failed(
+                        FailureReason.TIMEOUT,
+                        Phase.CONNECT,
+                        f"no usable connection to {target.address} within {target.timeout:g}s",
+                    )
+                    for address, _ in racing:
+                        outcomes[address] = str(FailureReason.TIMEOUT)
+                    break
         finally:
-            t = clock()
-            channel.close()
-            self.ledger.closed(channel)
-            cycle.phases[Phase.CLOSE] = clock() - t
+            for address, channel in racing:
+                outcomes.setdefault(address, "abandoned")
+                channel.close()
+                self.ledger.closed(channel)
+            cycle.dials = tuple(
+                Dial(resolved.endpoint(a), outcomes.get(a, "not tried")) for a in resolved.addresses
+            )
+        assert failure is not None
+        text = failure.error
+        if len(resolved.addresses) > 1:
+            text += f" (every address failed: {dials_note(cycle.dials)})"
+        raise Failed(
+            failure.reason,
+            Phase.CONNECT,
+            text,
+            status_code=failure.status_code,
+            code=failure.code,
+            dials=cycle.dials,
+        )
+
+    def _why_failed(
+        self, target: Target, channel: grpc.Channel, md: client.Metadata, deadline: float
+    ) -> Failed:
+        """Why a channel's connection attempt failed: a fail-fast call on it says at once
+        (refused, TLS, not HTTP/2, ...) instead of waiting out the deadline."""
+        try:
+            self._call(target, channel, md, deadline)
+        except grpc.RpcError as exc:
+            return self._rpc_failure(exc, target, Phase.CONNECT, connecting=True)
+        return Failed(
+            FailureReason.UNAVAILABLE,
+            Phase.CONNECT,
+            "the connection failed, then recovered within the cycle",
+        )
 
     def _on_channel(
         self,
@@ -339,34 +440,8 @@ class GrpcProber(BaseProber):
         channel: grpc.Channel,
         md: client.Metadata,
         deadline: float,
-        connect_start: float,
     ) -> None:
         clock = self._clock
-        state = wait_until_ready(channel, deadline, clock)
-        cycle.phases[Phase.CONNECT] = clock() - connect_start
-        if state is ChannelState.TIMEOUT:
-            raise Failed(
-                FailureReason.TIMEOUT,
-                Phase.CONNECT,
-                f"no usable connection to {target.address} within {target.timeout:g}s",
-            )
-        if state is ChannelState.CLOSED:
-            raise Failed(
-                FailureReason.ERROR, Phase.CONNECT, "cancelled: the probe is shutting down"
-            )
-        if state is ChannelState.FAILED:
-            # The attempt failed; a fail-fast call on the channel returns the reason
-            # (refused, TLS, not HTTP/2, ...) at once instead of waiting out the deadline.
-            try:
-                self._call(target, channel, md, deadline)
-            except grpc.RpcError as exc:
-                raise self._rpc_failure(exc, target, Phase.CONNECT, connecting=True) from None
-            raise Failed(
-                FailureReason.UNAVAILABLE,
-                Phase.CONNECT,
-                "the connection failed, then recovered within the cycle",
-            )
-
         t = clock()
         try:
             response = self._call(target, channel, md, deadline)
@@ -526,19 +601,19 @@ class GrpcProber(BaseProber):
         deadline = clock() + canary.setup_timeout
         try:
             authorization = target.credentials.authorization() if target.credentials else None
-            grpc_target, _ = resolve(target.host, target.port)
-            channel = self.factory.new_channel(target, grpc_target)
-        except (SecretFileError, ResolveError) as exc:
+        except SecretFileError as exc:
             raise SetupError(str(exc)) from None
-        except OSError as exc:
-            raise SetupError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from None
         md = client.metadata(authorization, target.db_name)
-        if not self.ledger.opened((target.alias, target.address), channel):
-            raise SetupError("cancelled: the probe is shutting down")
+        # Resolving and connecting get the probe's own timeout (on the prober's clock).
+        connect_deadline = self._clock() + min(target.timeout, canary.setup_timeout)
         try:
-            state = wait_until_ready(channel, min(deadline, clock() + target.timeout), clock)
-            if state is not ChannelState.READY:
-                raise SetupError(f"no usable connection to {target.address} ({state.value})")
+            resolved = resolve(target.host, target.port, connect_deadline - self._clock())
+            channel = self._connect(target, resolved, _Cycle(), md, connect_deadline)
+        except ResolveError as exc:
+            raise SetupError(str(exc)) from None
+        except Failed as exc:
+            raise SetupError(f"no usable connection to {target.address}: {exc.error}") from None
+        try:
             setup = Setup(canary, target.db_name, channel, md, deadline, clock)
             try:
                 setup.run()

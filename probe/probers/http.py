@@ -11,7 +11,10 @@ understood; nothing else of HTTP is needed here.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import re
+import selectors
 import socket
 import ssl
 import threading
@@ -20,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from probe.probers import Failed
-from probe.result import FailureReason
+from probe.resolver import ATTEMPT_DELAY, Resolved
+from probe.result import Dial, FailureReason, dials_note
 from probe.targets import Target, tls_server_name
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -317,63 +321,143 @@ def _parse_head(head: bytes, phase: str) -> tuple[int, dict[str, str]]:
 
 def connect(
     target: Target,
-    host: str,
-    port: int,
-    addresses: list[str],
+    resolved: Resolved,
     secure: bool,
     context: ssl.SSLContext | None,
     deadline: float,
     clock: Callable[[], float],
     phase: str,
-) -> Connection:
-    """A TCP connection to the first address that takes it, TLS on top when `secure`."""
-    failure: Failed | None = None
+) -> tuple[Connection, tuple[Dial, ...]]:
+    """A TCP connection to the first of `resolved`'s addresses that takes it (`dial`), TLS
+    on top when `secure`; and what each address did."""
+    host, port = resolved.host, resolved.port
     server_name = ""
     if secure:
         try:
             server_name = tls_server_name((target.tls.server_name if target.tls else None) or host)
         except ValueError as exc:  # before a socket exists: nothing to leak
             raise Failed(FailureReason.TLS, phase, str(exc)) from None
-    for address in addresses:
-        remaining = deadline - clock()
-        if remaining <= 0:
-            break
-        try:
-            sock = socket.create_connection((address, port), timeout=remaining)
-        except ConnectionRefusedError:
-            failure = Failed(FailureReason.REFUSED, phase, f"{address} port {port} refused")
-            continue
-        except TimeoutError:
-            failure = Failed(
-                FailureReason.TIMEOUT, phase, f"no TCP connection to {address}:{port} in time"
-            )
-            continue
-        except OSError as exc:
-            failure = Failed(
-                FailureReason.UNAVAILABLE,
-                phase,
-                f"cannot connect to {address}:{port}: {exc.strerror or exc}",
-            )
-            continue
-        shown = f"[{host}]" if ":" in host else host
-        host_header = f"{shown}:{port}"
-        if not secure:
-            return Connection(sock, host_header)
-        assert context is not None
-        try:
-            sock.settimeout(max(deadline - clock(), 0.001))
-            tls_sock = wrap_socket(context, sock, server_hostname=server_name)
-        except TimeoutError:
-            raise Failed(FailureReason.TIMEOUT, phase, "no TLS handshake in time") from None
-        except ssl.SSLError as exc:
-            raise Failed(FailureReason.TLS, phase, f"TLS handshake failed: {exc}") from None
-        except OSError as exc:
-            raise Failed(
-                FailureReason.TLS,
-                phase,
-                f"the server dropped the TLS handshake: {exc.strerror or exc}",
-            ) from None
-        return Connection(tls_sock, host_header)
-    if failure is not None:
-        raise failure
-    raise Failed(FailureReason.TIMEOUT, phase, f"no connection to {host}:{port} in time")
+    sock, dials = dial(resolved, deadline, clock, phase)
+    shown = f"[{host}]" if ":" in host else host
+    host_header = f"{shown}:{port}"
+    if not secure:
+        return Connection(sock, host_header), dials
+    assert context is not None
+    try:
+        sock.settimeout(max(deadline - clock(), 0.001))
+        tls_sock = wrap_socket(context, sock, server_hostname=server_name)
+    except (OSError, ssl.SSLError) as exc:  # ssl.SSLError and TimeoutError are OSErrors
+        if isinstance(exc, TimeoutError):
+            reason, text = FailureReason.TIMEOUT, "no TLS handshake in time"
+        elif isinstance(exc, ssl.SSLError):
+            reason, text = FailureReason.TLS, f"TLS handshake failed: {exc}"
+        else:
+            reason = FailureReason.TLS
+            text = f"the server dropped the TLS handshake: {exc.strerror or exc}"
+        dials = tuple(d._replace(outcome=str(reason)) if d.outcome == "ready" else d for d in dials)
+        raise Failed(reason, phase, text, dials=dials) from None
+    return Connection(tls_sock, host_header), dials
+
+
+def dial(
+    resolved: Resolved, deadline: float, clock: Callable[[], float], phase: str
+) -> tuple[socket.socket, tuple[Dial, ...]]:
+    """A TCP connection to the first of `resolved`'s addresses that accepts, dialled as
+    grpc's pick_first dials (probe/resolver.py): in order, the next one at once when one
+    fails or after ATTEMPT_DELAY beside it; the first to connect wins and the others are
+    closed here, so only the returned socket is left open. Raises the last failure."""
+    port = resolved.port
+    waiting = list(resolved.addresses)
+    racing: dict[socket.socket, str] = {}
+    outcomes: dict[str, str] = {}
+    failures: dict[str, Failed] = {}
+    selector = selectors.DefaultSelector()
+    next_at = clock()
+    try:
+        while True:
+            now = clock()
+            if now >= deadline:
+                for address in racing.values():
+                    failures[address] = Failed(
+                        FailureReason.TIMEOUT,
+                        phase,
+                        f"no TCP connection to {resolved.endpoint(address)} in time",
+                    )
+                break
+            if waiting and (not racing or now >= next_at):
+                address = waiting.pop(0)
+                next_at = now + ATTEMPT_DELAY
+                try:
+                    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+                except OSError as exc:  # no IPv6 here, out of descriptors
+                    failures[address] = _dial_failure(
+                        resolved, address, exc.errno or errno.EAFNOSUPPORT, phase
+                    )
+                    continue
+                sock.setblocking(False)
+                code = sock.connect_ex((address, port))
+                if code in (0, errno.EINPROGRESS):
+                    racing[sock] = address
+                    selector.register(sock, selectors.EVENT_WRITE)
+                else:
+                    sock.close()
+                    failures[address] = _dial_failure(resolved, address, code, phase)
+                continue
+            if not racing:
+                break
+            wait = deadline - now if not waiting else min(deadline, next_at) - now
+            for key, _ in selector.select(max(wait, 0.0)):
+                sock = key.fileobj  # type: ignore[assignment]
+                address = racing.pop(sock)
+                selector.unregister(sock)
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if code == 0:
+                    sock.setblocking(True)
+                    outcomes[address] = "ready"
+                    for other, lost in racing.items():
+                        outcomes[lost] = "abandoned"
+                        other.close()
+                    racing.clear()
+                    return sock, _dials(resolved, outcomes, failures)
+                sock.close()
+                failures[address] = _dial_failure(resolved, address, code, phase)
+                next_at = clock()  # the next address at once
+    finally:
+        for sock, address in racing.items():
+            outcomes.setdefault(address, "abandoned")
+            sock.close()
+        selector.close()
+    dials = _dials(resolved, outcomes, failures)
+    if not failures:
+        raise Failed(
+            FailureReason.TIMEOUT,
+            phase,
+            f"no connection to {resolved.host}:{port} in time",
+            dials=dials,
+        )
+    last = failures[list(failures)[-1]]
+    text = last.error
+    if len(resolved.addresses) > 1:
+        text += f" (every address failed: {dials_note(dials)})"
+    raise Failed(last.reason, phase, text, dials=dials)
+
+
+def _dial_failure(resolved: Resolved, address: str, code: int, phase: str) -> Failed:
+    endpoint = resolved.endpoint(address)
+    if code == errno.ECONNREFUSED:
+        return Failed(FailureReason.REFUSED, phase, f"{endpoint} refused the connection")
+    if code == errno.ETIMEDOUT:
+        return Failed(FailureReason.TIMEOUT, phase, f"no TCP connection to {endpoint} in time")
+    return Failed(
+        FailureReason.UNAVAILABLE, phase, f"cannot connect to {endpoint}: {os.strerror(code)}"
+    )
+
+
+def _dials(
+    resolved: Resolved, outcomes: dict[str, str], failures: dict[str, Failed]
+) -> tuple[Dial, ...]:
+    for address, failed in failures.items():
+        outcomes[address] = str(failed.reason)
+    return tuple(
+        Dial(resolved.endpoint(a), outcomes.get(a, "not tried")) for a in resolved.addresses
+    )

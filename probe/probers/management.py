@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from probe.milvus.channel import ResolveError, resolve
 from probe.probers import ERROR_TEXT_LIMIT, Failed
 from probe.probers.http import connect, tls_context
 from probe.probers.ledger import ConnectionLedger
+from probe.resolver import ResolveError, resolve
 from probe.result import ComponentState, FailureReason, ManagementView
 from probe.targets import Target
 
@@ -90,20 +90,12 @@ class ManagementCheck:
         endpoint = target.management
         assert endpoint is not None
         try:
-            _, addresses = resolve(endpoint.host, endpoint.port)
+            resolved = resolve(endpoint.host, endpoint.port, deadline - self._clock())
         except ResolveError as exc:
-            raise Failed(FailureReason.DNS, PHASE, str(exc)) from None
+            raise Failed(exc.reason, PHASE, str(exc)) from None
         context = tls_context(target, PHASE) if endpoint.secure else None
-        connection = connect(
-            target,
-            endpoint.host,
-            endpoint.port,
-            addresses,
-            endpoint.secure,
-            context,
-            deadline,
-            self._clock,
-            PHASE,
+        connection, _ = connect(
+            target, resolved, endpoint.secure, context, deadline, self._clock, PHASE
         )
         key = (target.alias, target.address)
         if not self._ledger.opened(key, connection):

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.milvus.auth import SecretFileError
-from probe.milvus.channel import ResolveError, resolve
 from probe.probers import ERROR_TEXT_LIMIT, BaseProber, Failed, InfoMode
 from probe.probers.http import Answer, Connection, connect, tls_context
 from probe.probers.ledger import ConnectionLedger
 from probe.probers.reasons import STATUS_REASONS
 from probe.probers.tls import view_of
-from probe.result import FailureReason, ProbeResult, TlsView
+from probe.resolver import ResolveError, resolve
+from probe.result import Dial, FailureReason, ProbeResult, TlsView, dials_note
 from probe.targets import Target
 
 
@@ -92,9 +92,10 @@ class RestFacts:
                 return "FAILED"
             return "→ " + ", ".join(result.addresses) if result.addresses else ""
         if phase == Phase.CONNECT:
+            dialled = dials_note(result.dials)
             if failed:
-                return "FAILED"
-            return f"ready ({result.tls.version})" if result.tls else "ready"
+                return f"FAILED ({dialled})" if dialled else "FAILED"
+            return (dialled or "ready") + (f" ({result.tls.version})" if result.tls else "")
         if phase == Phase.REQUEST:
             call = _describe(self.api)
             if failed:
@@ -120,6 +121,7 @@ def _describe(api: str) -> str:
 class _Cycle:
     phases: dict[str, float] = field(default_factory=dict)
     addresses: tuple[str, ...] = ()
+    dials: tuple[Dial, ...] = ()
     api: str = ""
     http_status: int | None = None
     body_code: int | None = None
@@ -178,6 +180,7 @@ class RestProber(BaseProber):
             error=redact(failure.error)[:ERROR_TEXT_LIMIT] if failure else "",
             status_code=cycle.body_code if failure else None,
             addresses=cycle.addresses,
+            dials=cycle.dials,
             facts=RestFacts(cycle.api, cycle.http_status, cycle.body_code, cycle.collections),
             tls=cycle.tls,
         )
@@ -200,27 +203,22 @@ class RestProber(BaseProber):
 
         t = clock()
         try:
-            _, addresses = resolve(target.host, target.port)
+            resolved = resolve(target.host, target.port, deadline - clock())
         except ResolveError as exc:
             cycle.phases[Phase.RESOLVE] = clock() - t
-            raise Failed(FailureReason.DNS, Phase.RESOLVE, str(exc)) from None
+            raise Failed(exc.reason, Phase.RESOLVE, str(exc)) from None
         cycle.phases[Phase.RESOLVE] = clock() - t
-        cycle.addresses = tuple(addresses)
+        cycle.addresses = resolved.addresses
 
         t = clock()
         context = self._context(target) if target.secure else None
         try:
-            connection = connect(
-                target,
-                target.host,
-                target.port,
-                addresses,
-                target.secure,
-                context,
-                deadline,
-                clock,
-                Phase.CONNECT,
+            connection, cycle.dials = connect(
+                target, resolved, target.secure, context, deadline, clock, Phase.CONNECT
             )
+        except Failed as failed:
+            cycle.dials = failed.dials
+            raise
         finally:
             cycle.phases[Phase.CONNECT] = clock() - t
         key = (target.alias, target.address)

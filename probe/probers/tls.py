@@ -19,10 +19,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from probe.milvus.channel import ResolveError, resolve, tls_files_stamp
+from probe.milvus.channel import tls_files_stamp
 from probe.probers import Failed
 from probe.probers.http import connect, tls_context
 from probe.probers.ledger import ConnectionLedger
+from probe.resolver import ResolveError, resolve
 from probe.result import Certificate, TlsView
 from probe.targets import Target
 
@@ -110,12 +111,10 @@ class TlsInspector:
         clock = time.perf_counter
         deadline = clock() + target.timeout
         try:
-            _, addresses = resolve(target.host, target.port)
+            resolved = resolve(target.host, target.port, deadline - clock())
             context = tls_context(target)
             context.set_alpn_protocols(["h2"])  # a gRPC server may insist on it
-            connection = connect(
-                target, target.host, target.port, addresses, True, context, deadline, clock, "tls"
-            )
+            connection, _ = connect(target, resolved, True, context, deadline, clock, "tls")
         except (ResolveError, Failed, OSError, ssl.SSLError):
             return None
         if not self._ledger.opened((target.alias, target.address), connection):

@@ -7,7 +7,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from probe import held_views, pages
-from probe.health import Check, TargetState
+from probe.health import Check
+from probe.history import Cycles
 from probe.probers import InfoMode
 from probe.result import ProbeResult
 from probe.web.wsgi import WSGIApp
@@ -39,11 +40,12 @@ class DaemonApi:
     def target_check(self, alias: str) -> Check | None:
         return self._app.health.target_check(alias)
 
-    def probe_now(self, alias: str | None) -> tuple[ProbeResult, TargetState | None]:
-        """Run one cycle now for `/probe`. It is not recorded in metrics or history."""
+    def probe_now(self, alias: str | None) -> tuple[ProbeResult, Cycles]:
+        """Run one cycle now for `/probe`, with the target's recent scheduled cycles. It is
+        not recorded in metrics or history."""
         target = self._app.hub.pick(alias)
         result = self._app.probers.run(target, InfoMode.VERSION, slot_timeout=target.timeout)
-        return result, self._app.health.state(target.alias)
+        return result, self._app.history.cycles(target.alias)
 
     def _window(self, text: str | None) -> float:
         """`?window=` in seconds; ValueError with the reason."""
@@ -116,9 +118,10 @@ class DaemonApi:
             )
         )
 
-    def trace(self, trace_id: str) -> tuple[ProbeResult, TargetState | None] | None:
-        """A past cycle by its trace id, while history keeps it."""
+    def trace(self, trace_id: str) -> tuple[ProbeResult, Cycles] | None:
+        """A past cycle by its trace id while history keeps it, with its target's recent
+        scheduled cycles."""
         result = self._app.history.trace(trace_id)
         if result is None:
             return None
-        return result, self._app.health.state(result.alias)
+        return result, self._app.history.cycles(result.alias)

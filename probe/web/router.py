@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from prometheus_client.exposition import choose_encoder
 
 from probe import pages
-from probe.health import Check, TargetState
+from probe.health import Check
+from probe.history import Cycles
 from probe.hub import AliasRequired, UnknownAlias
 from probe.probers import SlotsBusy
 from probe.result import ProbeResult
@@ -49,7 +50,7 @@ class ManagementApi(Protocol):
 
     def target_check(self, alias: str) -> Check | None: ...
 
-    def probe_now(self, alias: str | None) -> tuple[ProbeResult, TargetState | None]: ...
+    def probe_now(self, alias: str | None) -> tuple[ProbeResult, Cycles | None]: ...
 
     def status_page(self, window: str | None = None) -> str: ...
 
@@ -59,7 +60,7 @@ class ManagementApi(Protocol):
 
     def history_api(self, alias: str, window: str | None = None) -> dict[str, Any] | None: ...
 
-    def trace(self, trace_id: str) -> tuple[ProbeResult, TargetState | None] | None: ...
+    def trace(self, trace_id: str) -> tuple[ProbeResult, Cycles | None] | None: ...
 
     def reload(self) -> tuple[bool, str]: ...
 
@@ -286,16 +287,16 @@ class Router:
                     f"no cycle with trace id {params['trace']!r} in history (kept: the last "
                     "--probe.history cycles and the last 20 failures of each target)\n",
                 )
-            past, past_state = found
+            past, recent = found
             if wants_json:
-                body = pages.trace_json(past, past_state)
+                body = pages.trace_json(past, recent)
                 return respond(start_response, 200, body, "application/json")
-            return respond(start_response, 200, pages.trace_text(past, past_state))
+            return respond(start_response, 200, pages.trace_text(past, recent))
         alias = params.get("alias")
         if alias == "":
             raise BadRequest("alias is empty")
         try:
-            result, state = self.api.probe_now(alias)
+            result, recent = self.api.probe_now(alias)
         except UnknownAlias as exc:
             return respond(start_response, 404, f"{exc}\n")
         except AliasRequired as exc:
@@ -303,8 +304,9 @@ class Router:
         except SlotsBusy as exc:
             return respond(start_response, 503, f"{exc}\n", headers=[("Retry-After", "1")])
         if wants_json:
-            return respond(start_response, 200, pages.trace_json(result, state), "application/json")
-        return respond(start_response, 200, pages.trace_text(result, state))
+            body = pages.trace_json(result, recent)
+            return respond(start_response, 200, body, "application/json")
+        return respond(start_response, 200, pages.trace_text(result, recent))
 
     def _debug_bundle(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         with self._bundle_lock:

@@ -125,9 +125,10 @@ targets:
 
 {{/*
 The milvus-probe container. Embed it in another pod (sidecar mode), e.g. in a Milvus
-chart's extra containers:
+chart's extra containers, or with sidecar.native in its initContainers (Kubernetes >= 1.29);
+from a parent chart that depends on this one (alias milvusprobe):
 
-  {{- include "milvus-probe.container" (dict "Values" .Values "Chart" .Chart "Release" .Release) | nindent 8 }}
+  {{- include "milvus-probe.container" .Subcharts.milvusprobe | nindent 8 }}
 
 Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes").
 */}}
@@ -135,6 +136,11 @@ Volumes it mounts: config, tmp, and auth/tls when enabled ("milvus-probe.volumes
 - name: milvus-probe
   image: {{ include "milvus-probe.image" . }}
   imagePullPolicy: {{ .Values.image.pullPolicy }}
+  {{- if .Values.sidecar.native }}
+  # A native sidecar (Kubernetes >= 1.29): listed in initContainers, it starts before the
+  # Milvus container, keeps running beside it, and is stopped after it.
+  restartPolicy: Always
+  {{- end }}
   args:
     - serve
     - --config.file=/etc/milvus-probe/config/config.yaml
@@ -288,6 +294,12 @@ every mode, includes this template first.
 {{- end -}}
 {{- if and $v.discovery.enabled (eq (empty $v.discovery.service) (empty $v.discovery.labelSelector)) -}}
 {{- $messages = append $messages "discovery.service: discovery needs exactly one of discovery.service and discovery.labelSelector" -}}
+{{- end -}}
+{{- if and $v.sidecar.native (not $v.sidecar.enabled) -}}
+{{- $messages = append $messages "sidecar.native: a native sidecar lives in another pod's initContainers: set sidecar.enabled too" -}}
+{{- end -}}
+{{- if and $v.sidecar.native (semverCompare "<1.29-0" .Capabilities.KubeVersion.Version) -}}
+{{- $messages = append $messages (printf "sidecar.native: native sidecars need Kubernetes >= 1.29 (this is %s): turn it off, the container then runs in the pod's containers" .Capabilities.KubeVersion.Version) -}}
 {{- end -}}
 {{- if and $v.tls.enabled $v.tls.mutual (not $v.tls.existingSecret) -}}
 {{- $messages = append $messages "tls.mutual: the client certificate and key come from tls.existingSecret: set it" -}}
