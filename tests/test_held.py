@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +22,10 @@ from typing import Any
 
 import pytest
 
+from kit.dns import DnsResponder
 from kit.milvus_lite import MilvusLite, start_milvus_lite
+from kit.net import free_port
+from kit.proxy import CountingProxy
 from kit.wait import wait_until
 from probe.app import App
 from probe.probers import InfoMode, Probers
@@ -30,6 +34,7 @@ from probe.result import FailureReason, HeldReason, HeldView, ProbeResult
 from probe.targets import Target
 from tests.conftest import DaemonFactory
 from tests.faults import FaultProxy
+from tests.standalone import Agent, Netns, daemon, require_netns
 from tests.support import target
 
 INTERVAL = 0.5
@@ -182,12 +187,12 @@ def test_server_restarted_both_fail_held_recovery_measured(
         restarted.stop()
 
 
-def test_address_moved_held_stays_on_the_old_server_until_it_goes(
+def test_backend_moved_behind_one_address_held_stays_on_the_old_server_until_it_goes(
     rig: Rig, server: MilvusLite, milvus_b: MilvusLite
 ) -> None:
-    """The second server stands in for the moved address: new connections go to B (the
-    proxy moves, as a DNS answer or a Service would); the held channel keeps its flow to
-    A as long as A lives, then reconnects by itself and lands on B."""
+    """One address whose backend changes (a Service IP; the proxy moves new connections
+    to server B): the held channel keeps its flow to A as long as A lives, then reconnects
+    by itself and lands on B. The name-moved case (a DNS answer) is the test below."""
     rig.until(lambda f, h: f.success and h.success, 10, "a first good cycle")
     rig.proxy.move(("127.0.0.1", milvus_b.port))
     for _ in range(3):
@@ -346,3 +351,84 @@ def test_probe_and_api_show_both_views(daemon: DaemonFactory, milvus: MilvusLite
     assert re.search(r"^fresh .* ok ", trace, re.M) and re.search(r"^held .* ok in ", trace, re.M)
     page = get("/")
     assert "fresh connection:" in page and "held connection:" in page
+
+
+# --------------------------------------------------------------------------- the address moves
+
+MOVED = "milvus.test"
+"""The target's name in the namespace: first 127.0.0.2 (server A), then 127.0.0.3 (B)."""
+
+
+def test_name_moved_in_dns_held_follows_only_when_its_old_server_goes(
+    server: MilvusLite, milvus_b: MilvusLite, tmp_path: Path
+) -> None:
+    """The daemon runs in a network namespace whose resolver is a DNS server of the test's
+    own (kit/dns.py, REFERENCE §8); `milvus.test` answers 127.0.0.2 (a proxy to server A),
+    then 127.0.0.3 (a proxy to server B). Fresh cycles follow the new answer; the held
+    channel keeps its connection to A while A lives (as a long-lived pymilvus client
+    does), and when A goes, gRPC re-resolves the name and lands on B by itself."""
+    require_netns()
+    ns = Netns.create("held", etc={"resolv.conf": "nameserver 127.0.0.53\n"})
+    agent: Agent | None = None
+    proxies: list[CountingProxy] = []
+    try:
+        udp = ns.new_socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.53", 53))
+        port = free_port()
+        for address, upstream in (("127.0.0.2", server), ("127.0.0.3", milvus_b)):
+            listener = ns.new_socket()
+            listener.bind((address, port))
+            proxies.append(CountingProxy(("127.0.0.1", upstream.port), listener=listener))
+        to_a, to_b = proxies
+        agent = Agent(ns)
+        with (
+            DnsResponder(udp, {MOVED: ["127.0.0.2"]}) as dns,
+            daemon(ns, agent, tmp_path / "daemon.log", free_port(),
+                   "--uri", f"{MOVED}:{port}", "--alias", "moved", "--held",
+                   "--probe.interval", "500ms", "--probe.timeout", "400ms") as d,
+        ):  # fmt: skip
+
+            def held(name: str, **labels: str) -> float:
+                return d.scrape().value(f"milvus_probe_held_{name}", alias="moved", **labels) or 0
+
+            wait_until(lambda: held("success") == 1, 20, "a held success on A")
+            dns.records[MOVED] = ["127.0.0.3"]
+            moved_at = time.monotonic()
+            wait_until(lambda: to_b.counts()[0] >= 3, 20, "fresh cycles on B")
+            fresh_moved = time.monotonic() - moved_at
+            calls = held("duration_seconds_count")
+            wait_until(lambda: held("duration_seconds_count") >= calls + 3, 10, "3 held calls")
+            # Still on A: its one connection there, never reconnected.
+            assert held("success") == 1 and held("reconnects_total") == 0
+            accepted, closed = to_a.counts()
+            assert accepted - closed == 1, (accepted, closed)
+
+            to_a.stop()  # A goes: its address refuses from now on ...
+            server.stop()  # ... and its connections close
+            gone_at = time.monotonic()
+            wait_until(
+                lambda: held("reconnects_total") == 1 and held("success") == 1,
+                120,
+                "the held connection on B",
+            )
+            followed = time.monotonic() - gone_at
+            m = d.scrape()
+            failed = {
+                s.labels["reason"]: s.value
+                for s in m.find("milvus_probe_held_failures_total", alias="moved")
+                if s.value
+            }
+            fresh_failed = m.total("milvus_probe_failures_total", alias="moved")
+            wait_until(lambda: to_b.counts()[0] - to_b.counts()[1] == 1, 5, "one held on B")
+        print(
+            f"\nDNS moved: fresh cycles on B {fresh_moved:.2f}s after the answer changed; held "
+            f"stayed on A until A went, then reached B {followed:.2f}s later; held failures "
+            f"{failed or 'none'}; fresh failures {fresh_failed:g}"
+        )
+        assert fresh_failed == 0
+    finally:
+        if agent is not None:
+            agent.close()
+        for proxy in proxies:
+            proxy.stop()
+        ns.delete()
