@@ -35,7 +35,7 @@ from probe.targets import Target
 from tests.conftest import DaemonFactory
 from tests.faults import FaultProxy
 from tests.standalone import Agent, Netns, daemon, require_netns
-from tests.support import target
+from tests.support import milvus_double, target
 
 INTERVAL = 0.5
 """Seconds between two cycles here (the daemon's schedule, played by hand)."""
@@ -432,3 +432,21 @@ def test_name_moved_in_dns_held_follows_only_when_its_old_server_goes(
         for proxy in proxies:
             proxy.stop()
         ns.delete()
+
+
+def test_held_connection_never_calls_connect(daemon: DaemonFactory) -> None:
+    """A double (MilvusDouble) counts the Connect calls the real server would register:
+    the fresh cycles' Connect policy calls it once; the held channel adds none."""
+    with milvus_double() as double:
+        app = daemon(
+            uri=f"http://{double.address}",
+            alias="kept",
+            held="true",
+            **{"probe.interval": "200ms", "probe.timeout": "150ms"},
+        )
+        wait_until(
+            lambda: double.count("CheckHealth") >= 10, 10, "five cycles and five held calls"
+        )
+        state = app.health.state("kept")
+        assert state is not None and state.held is not None and state.held.success
+        assert double.count("Connect") == 1
