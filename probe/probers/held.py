@@ -160,7 +160,6 @@ class HeldConnection:
     """One target's held channel and what its calls have seen."""
 
     def __init__(self, target: Target, channel: grpc.Channel, clock: Callable[[], float]) -> None:
-        self.key = (target.alias, target.address)
         self.channel = channel
         self._clock = clock
         self.opened_at = time.time()
