@@ -167,7 +167,8 @@ can't make cycles late."""
 
 class Probers:
     """Every kind's prober (made on first use), sharing connection slots and one ledger,
-    and the checks beside a cycle: Milvus's management port and TLS certificates.
+    and the checks beside a cycle: Milvus's management port, TLS certificates and held
+    connections.
 
     At most `max_concurrent` cycles run at once across all kinds: each holds a connection.
     Whatever a prober or a side check raises becomes a result (reason `probe_error`), is
