@@ -27,6 +27,7 @@ from bench import (
     environment,
     fidelity,
     footprint,
+    held,
     history,
     limit,
     peers,
@@ -117,6 +118,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log("history (memory per target, pages and /api/v1 latency)")
             results["history"] = _attempt(
                 "history", lambda: history.measure([address], settings, pinning, workdir)
+            )
+            log("held connection (CPU per cycle against the fresh cycle)")
+            results["held"] = _attempt(
+                "held", lambda: held.measure(address, settings, pinning)
             )
         finally:
             lite.stop()

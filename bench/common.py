@@ -128,6 +128,8 @@ class Settings:
     history_memory_targets: int = 1000
     history_traced_targets: int = 20
     history_requests: int = 20
+    held_cycles: int = 300
+    """Family 11: fresh cycles and held calls, interleaved."""
 
     @classmethod
     def quick_settings(cls) -> Settings:
@@ -162,6 +164,7 @@ class Settings:
             history_memory_targets=10,
             history_traced_targets=2,
             history_requests=3,
+            held_cycles=10,
         )
 
 

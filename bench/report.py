@@ -132,6 +132,16 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
             where=f"RSS over {memory['targets'] if memory else '?'} targets",
         )
     )
+    out.append(
+        _goal(
+            "held call CPU / fresh cycle CPU",
+            _dig(results, "held", "cpu_held_over_fresh"),
+            0.5,
+            at_most=True,
+            unit="ratio",
+            where="milvus-lite, interleaved, paced",
+        )
+    )
     rendered = _dig(results, "history", "render") or {}
     size = _hundred_or_most(rendered)
     page = _dig(rendered, size, "status_page_1h", "p99")
@@ -251,6 +261,7 @@ def table(results: dict[str, Any]) -> str:
     _family(rows, "8 profiling", results.get("profiling"), _profiling_rows)
     _family(rows, "9 history", results.get("history"), _history_rows)
     _family(rows, "10 rest", results.get("rest"), _rest_rows)
+    _family(rows, "11 held", results.get("held"), _held_rows)
 
     header = ("family", "measurement", SERVERS[0][1], SERVERS[1][1])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
@@ -406,6 +417,25 @@ def _rest_rows(section: dict[str, Any], single: Any) -> None:
         f"({x(section['cpu_ratio'])})",
     )
     single("", "  cycles (failed)", f"{section['cycles']} ({section['failures']})")
+
+
+def _held_rows(section: dict[str, Any], single: Any) -> None:
+    """milvus-lite: the held call (nothing opened) against the fresh cycle beside it."""
+    fresh, held = section["fresh"], section["held"]
+    single(
+        "11 held",
+        "held call / fresh cycle, median latency",
+        f"{pair_ms(held['latency_seconds']['median'], fresh['latency_seconds']['median'])} "
+        f"({x(section['latency_held_over_fresh'])})",
+    )
+    single(
+        "",
+        "  CPU per cycle held / fresh",
+        f"{ms(held['cpu_seconds']['median'], 3)} / {ms(fresh['cpu_seconds']['median'], 3)} "
+        f"({x(section['cpu_held_over_fresh'])})",
+    )
+    single("", "  cycles (failed held, fresh)",
+           f"{section['cycles']} ({held['failed']}, {fresh['failed']})")  # fmt: skip
 
 
 def _profiling_rows(section: dict[str, Any], single: Any) -> None:

@@ -4,6 +4,7 @@
     python -m bench.worker pymilvus --address 127.0.0.1:19530 --cycles 200
     python -m bench.worker imports  --config probe.yaml
     python -m bench.worker floor    --address 127.0.0.1:19530 --cycles 3
+    python -m bench.worker held     --address 127.0.0.1:19530 --cycles 300 --pace 0.05
 
 Each prints one JSON object. Keeping each in its own process makes its CPU counter
 (`time.process_time()`, every thread of the process) count that client and nothing else.
@@ -46,6 +47,12 @@ def _floor(args: argparse.Namespace) -> dict[str, Any]:
     return floor(args.address, args.cycles, args.timeout, args.pace)
 
 
+def _held(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.held import cycles
+
+    return cycles(args.address, args.cycles, args.warmup, args.pace)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     low.add_argument("--timeout", type=float, default=5.0)
     low.add_argument("--pace", type=float, default=0.05, help="seconds from cycle to cycle")
     low.set_defaults(run=_floor)
+    held = commands.add_parser("held", help="fresh cycles and held calls, interleaved")
+    held.add_argument("--address", required=True)
+    held.add_argument("--cycles", type=int, default=300)
+    held.add_argument("--warmup", type=int, default=20)
+    held.add_argument("--pace", type=float, default=0.05, help="seconds from call to call")
+    held.set_defaults(run=_held)
     args = parser.parse_args(argv)
     json.dump(args.run(args), sys.stdout)
     sys.stdout.write("\n")

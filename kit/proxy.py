@@ -41,7 +41,11 @@ class CountingProxy:
             return self.accepted, self.closed
 
     def stop(self) -> None:
+        """Stop listening: new connections are refused (established ones go on). Shut
+        down first: on Linux, close() alone leaves a blocked accept() listening."""
         self._stopping = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 
     def _accept(self) -> None:
@@ -52,7 +56,13 @@ class CountingProxy:
                 return
             with self._lock:
                 self.accepted += 1
-            upstream = socket.create_connection(self.upstream)
+            try:
+                upstream = socket.create_connection(self.upstream)
+            except OSError:  # the server is gone: so is this connection
+                client.close()
+                with self._lock:
+                    self.closed += 1
+                continue
             pair = _Pair(client, upstream)
             threading.Thread(
                 target=self._pipe, args=(client, upstream, True, pair), daemon=True

@@ -557,6 +557,7 @@ def check(args: argparse.Namespace, environ: dict[str, str], out: TextIO) -> int
     # One cycle: a canary's setup could not finish before exit; `canary init` does it.
     probers = Probers(max_concurrent=1, canary_setups=CanarySetups(background=False))
     result = probers.run(target, info)
+    probers.close()  # a held connection (`--held`) was opened for this one check
     code = exit_code(result)
     if args.output == "json":
         body = result.to_dict()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from probe import logs
 from probe.config.settings import ReadinessPolicy, ReadinessSettings
 from probe.hub import TargetDiff
-from probe.result import FailureReason, ManagementView, ProbeResult, TlsView
+from probe.result import FailureReason, HeldView, ManagementView, ProbeResult, SideView, TlsView
 from probe.targets import Target
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class TargetState:
     """Milvus's own view (its management port), last checked."""
     tls: TlsView | None = None
     """The server's certificates, last inspected."""
+    held: HeldView | None = None
+    """The last call on the target's held connection (targets with `held: true`)."""
 
 
 @dataclass(frozen=True)
@@ -128,14 +130,17 @@ class Health:
         with self._lock:
             self.settings = settings
 
-    def observe_view(self, target: Target, view: ManagementView | TlsView) -> None:
-        """A hub view sink: take a side check's view (management port or certificates)."""
+    def observe_view(self, target: Target, view: SideView) -> None:
+        """A hub view sink: take a side check's view (management port, certificates, held
+        connection)."""
         with self._lock:
             state = self._states.get(target.alias)
             if state is None or state.target.generation != target.generation:
                 return
             if isinstance(view, ManagementView):
                 state.management = view
+            elif isinstance(view, HeldView):
+                state.held = view
             else:
                 state.tls = view
 
@@ -153,6 +158,8 @@ class Health:
                 state.management = result.management
             if result.tls is not None:
                 state.tls = result.tls
+            if result.held is not None:
+                state.held = result.held
             self._first_round.discard(target.alias)
             if result.success:
                 state.consecutive_successes += 1
@@ -200,12 +207,22 @@ class Health:
 
     def _target_check(self, state: TargetState, counts: bool) -> Check:
         check = self._probe_check(state, counts)
-        if state.management is None:
+        ok, message = check.ok, check.message
+        if state.held is not None:
+            # The held connection beside the fresh one: it decides readiness only under
+            # a policy that says so (any-held, all-held).
+            held = f"held: {state.held.summary()}"
+            if self.settings.policy.counts_held and not state.held.success:
+                ok, message = False, f"failing ({held}); fresh: {message}"
+            else:
+                message = f"{message}; {held}"
+        if state.management is not None:
+            # Milvus's own view beside ours: which one lies shows at a glance. It never
+            # decides readiness (clients connect to 19530, not to 9091).
+            message = f"{message}; Milvus /healthz: {state.management.summary()}"
+        if message == check.message and ok == check.ok:
             return check
-        # Milvus's own view beside ours: which one lies shows at a glance. It never
-        # decides readiness (clients connect to 19530, not to 9091).
-        message = f"{check.message}; Milvus /healthz: {state.management.summary()}"
-        return Check(check.name, check.ok, message, check.counts)
+        return Check(check.name, ok, message, check.counts)
 
     def _probe_check(self, state: TargetState, counts: bool) -> Check:
         name = f"target:{state.target.alias}"
@@ -266,17 +283,21 @@ class Health:
         checks.extend(check() for check in self.extra_checks)
         counted = [c for c in checks if c.counts]
         ok = all(c.ok for c in counted)
-        if policy is ReadinessPolicy.ANY:
-            passing = sum(c.ok for c in targets)
-            checks.append(
-                Check("policy:any", passing > 0, f"{passing} of {len(targets)} target(s) passing")
-            )
-            ok = ok and passing > 0
-        elif policy is ReadinessPolicy.ALL:
+        if policy in (ReadinessPolicy.ANY, ReadinessPolicy.ANY_HELD):
             passing = sum(c.ok for c in targets)
             checks.append(
                 Check(
-                    "policy:all",
+                    f"policy:{policy.value}",
+                    passing > 0,
+                    f"{passing} of {len(targets)} target(s) passing",
+                )
+            )
+            ok = ok and passing > 0
+        elif policy in (ReadinessPolicy.ALL, ReadinessPolicy.ALL_HELD):
+            passing = sum(c.ok for c in targets)
+            checks.append(
+                Check(
+                    f"policy:{policy.value}",
                     passing == len(targets),
                     f"{passing} of {len(targets)} target(s) passing",
                 )

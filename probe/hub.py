@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from probe import logs
-from probe.result import ManagementView, ProbeResult, TlsView
+from probe.result import ProbeResult, SideView
 from probe.targets import Target
 
 logger = logging.getLogger(__name__)
@@ -61,8 +61,9 @@ class TargetDiff:
 Listener = Callable[[TargetDiff], None]
 Sink = Callable[[Target, ProbeResult], None]
 """Takes a current target's result. Called under the hub's lock: be quick, never block."""
-ViewSink = Callable[[Target, ManagementView | TlsView], None]
-"""Takes a side check's view of a current target, under the same rules."""
+ViewSink = Callable[[Target, SideView], None]
+"""Takes a side check's view of a current target (management port, certificates, held
+connection), under the same rules."""
 
 
 class Hub:
@@ -116,7 +117,7 @@ class Hub:
         """Hand a result to the sinks; False (dropped) if its target left the table."""
         return self._deliver(target, result, self._sinks)
 
-    def publish_view(self, target: Target, view: ManagementView | TlsView) -> bool:
+    def publish_view(self, target: Target, view: SideView) -> bool:
         """Hand a side check's view to the view sinks; False if its target left the table."""
         return self._deliver(target, view, self._view_sinks)
 

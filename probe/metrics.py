@@ -12,9 +12,12 @@ target is added (so counters start at 0) and removed when it goes away. A sample
     milvus_probe_server_info{alias="default",...,version="v2.3.5",...,deploy_mode="STANDALONE"} 1.0
     milvus_probe_canary_visibility_seconds_bucket{alias="default",...,le="0.25"} 40.0
     milvus_probe_canary_setups_total{alias="default",...,result="success"} 1.0
+    milvus_probe_held_success{alias="default",target="localhost:19530",...} 1.0
+    milvus_probe_held_failures_total{alias="default",...,reason="idle_dropped"} 1.0
 
 The canary's series (phases search/query/write, visibility, setups) exist only for
-targets with a `canary:` block: a target without one grows no series.
+targets with a `canary:` block, and the `held_*` series only for targets with
+`held: true`: a target without them grows no series.
 
 Per-target numbers live in plain `_Series` objects: `record()` is a few increments under
 one lock, and a scrape writes each target's lines once per change (probe.exposition),
@@ -51,11 +54,14 @@ from probe.probers import phases_of
 from probe.probers.canary import SETUP_RESULTS, CanarySetups
 from probe.probers.ledger import ConnectionLedger
 from probe.result import (
+    HELD_REASONS,
     QUOTA_NONE,
     QUOTA_STATES,
     FailureReason,
+    HeldView,
     ManagementView,
     ProbeResult,
+    SideView,
     TlsView,
 )
 from probe.targets import Target
@@ -83,7 +89,7 @@ VISIBILITY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 default) on a real Milvus reading strongly."""
 
 
-INTERNAL_ERROR_PLACES = ("prober", "management", "tls", "sink", "scheduler")
+INTERNAL_ERROR_PLACES = ("prober", "management", "tls", "held", "sink", "scheduler")
 """Where `milvus_probe_internal_errors_total{where}` counts the probe breaking: a prober's
 cycle, a side check, a sink taking a result, the scheduler running a cycle."""
 
@@ -168,12 +174,48 @@ class _Series:
         self.tls_info: tuple[str, ...] | None = None
         self.visibility: _Histogram | None = None
         """Only for targets whose canary writes."""
+        self.held: _Held | None = None
+        """Only for targets with a held connection."""
         self.canary_setup = False
         """Whether the target's canary sets its collection up (create: true)."""
         self.text: list[bytes] | None = None
         """Lines per family of `_FAMILIES`, encoded; None when a number changed since."""
         self.exemplar_text: bytes | None = None
         """The duration family's OpenMetrics lines, exemplars included; None when stale."""
+
+
+HELD_STATES = ("IDLE", "CONNECTING", "READY", "TRANSIENT_FAILURE", "SHUTDOWN")
+"""gRPC's channel states, the label values of `milvus_probe_held_state_changes_total`."""
+UNUSABLE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+"""How long a held connection stayed unusable: gRPC's reconnect backoff grows to 120 s,
+keepalive notices a dropped flow within 15 s (10 s + 5 s)."""
+
+
+class _Held:
+    """A target's held connection: its last call, its failures and its channel's story."""
+
+    __slots__ = ("age", "duration", "failures", "reconnects", "states", "success", "unusable")
+
+    def __init__(self, phase: _Buckets) -> None:
+        self.success: int | None = None
+        self.failures = dict.fromkeys(HELD_REASONS, 0)
+        self.duration = _Histogram(phase)
+        self.unusable = _Histogram(_Buckets(list(UNUSABLE_BUCKETS)))
+        self.reconnects = 0
+        self.states = dict.fromkeys(HELD_STATES, 0)
+        self.age: float | None = None
+
+    def record(self, view: HeldView) -> None:
+        self.success = 1 if view.success else 0
+        self.duration.observe(view.duration)
+        if view.reason is not None:
+            self.failures[view.reason] = self.failures.get(view.reason, 0) + 1
+        if view.unusable_for is not None:
+            self.unusable.observe(view.unusable_for)
+        if view.opened_at:  # a view from an open channel (not a refusal at shutdown)
+            self.reconnects = view.reconnects
+            self.states.update(view.state_counts)
+        self.age = view.connection_age
 
 
 class _Management:
@@ -199,7 +241,7 @@ class _Family:
     rows: Callable[[_Series], Iterable[_Row]]
 
 
-_FAMILIES = (
+_FAMILIES: tuple[_Family, ...] = (
     _Family("attempts", "counter", "Probe cycles run.", lambda s: [("_total", (), s.attempts)]),
     _Family(
         "failures",
@@ -314,6 +356,56 @@ _FAMILIES = (
             if s.tls_info is None
             else [("", tuple(zip(TLS_INFO_LABELS, s.tls_info, strict=True)), 1)]
         ),
+    ),
+)
+_FAMILIES += (
+    _Family(
+        "held_success",
+        "gauge",
+        "1 if the last call on the target's held connection succeeded, else 0.",
+        lambda s: [] if s.held is None or s.held.success is None else [("", (), s.held.success)],
+    ),
+    _Family(
+        "held_failures",
+        "counter",
+        "Failed calls on the held connection, by reason (idle_dropped, goaway, reconnecting, "
+        "or the fresh cycle's reasons).",
+        lambda s: (
+            [("_total", (("reason", r),), n) for r, n in s.held.failures.items()] if s.held else []
+        ),
+    ),
+    _Family(
+        "held_duration_seconds",
+        "histogram",
+        "The probe RPC on the held connection (no connect, no close).",
+        lambda s: s.held.duration.rows() if s.held else [],
+    ),
+    _Family(
+        "held_unusable_seconds",
+        "histogram",
+        "How long the held connection was unusable each time: from the start of the first "
+        "failed call to the end of the next success.",
+        lambda s: s.held.unusable.rows() if s.held else [],
+    ),
+    _Family(
+        "held_reconnects",
+        "counter",
+        "Times gRPC brought the held channel back to READY after its first connection.",
+        lambda s: [("_total", (), s.held.reconnects)] if s.held else [],
+    ),
+    _Family(
+        "held_state_changes",
+        "counter",
+        "Times the held channel entered each connectivity state.",
+        lambda s: (
+            [("_total", (("state", k),), n) for k, n in s.held.states.items()] if s.held else []
+        ),
+    ),
+    _Family(
+        "held_connection_age_seconds",
+        "gauge",
+        "How long the held channel's current connection had been READY at its last call.",
+        lambda s: [] if s.held is None or s.held.age is None else [("", (), s.held.age)],
     ),
 )
 _DURATION = next(f for f in _FAMILIES if f.name == "duration_seconds")
@@ -589,6 +681,8 @@ class ProbeMetrics:
                 s.duration = _Histogram(cycle, exemplars=True)
                 s.phase_buckets = phase
                 s.phases = {p: _Histogram(phase) for p in s.phases}
+                if s.held is not None:
+                    s.held.duration = _Histogram(phase)
                 if s.visibility is not None:
                     s.visibility = _Histogram(visibility)
                 s.text = s.exemplar_text = None
@@ -604,6 +698,8 @@ class ProbeMetrics:
             series.canary_setup = target.canary.create
         if target.management is not None:
             series.management = _Management()
+        if target.held:
+            series.held = _Held(self._phase)
         with self._lock:
             self._series[target.generation] = series
 
@@ -655,11 +751,13 @@ class ProbeMetrics:
                 _record_management(s, result.management)
             if result.tls is not None:
                 _record_tls(s, result.tls)
+            if result.held is not None and s.held is not None:
+                s.held.record(result.held)
             if result.visibility is not None and s.visibility is not None:
                 s.visibility.observe(result.visibility)
 
-    def record_view(self, target: Target, view: ManagementView | TlsView) -> None:
-        """A side check's view (management port or certificates), when it arrives."""
+    def record_view(self, target: Target, view: SideView) -> None:
+        """A side check's view (management port, certificates, held connection)."""
         with self._lock:
             s = self._series.get(target.generation)
             if s is None:
@@ -667,6 +765,9 @@ class ProbeMetrics:
             s.text = s.exemplar_text = None
             if isinstance(view, ManagementView):
                 _record_management(s, view)
+            elif isinstance(view, HeldView):
+                if s.held is not None:
+                    s.held.record(view)
             else:
                 _record_tls(s, view)
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import probe
+from probe import held_views
 from probe.config.values import format_duration, parse_duration
 from probe.health import Check, TargetState
 from probe.history import TOTAL, Bucket, Column, Cycles, History, Summary
@@ -66,6 +67,7 @@ def trace_text(result: ProbeResult, recent: Cycles | None = None) -> str:
     if result.management is not None:
         m = result.management
         lines.append(f"management {m.uri}/healthz {_ms(m.duration)}: {m.summary()}")
+    lines.extend(held_views.trace_lines(result))
     if result.tls is not None:
         lines.append(f"tls       {result.tls.summary(time.time())}")
         for cert in result.tls.chain:
@@ -672,7 +674,8 @@ def _beside(state: TargetState | None) -> str:
         )
     if state.tls is not None:
         parts.append(f"TLS: {html.escape(state.tls.summary(time.time()))}")
-    return f'<div class="small muted">{" · ".join(parts)}</div>' if parts else ""
+    side = f'<div class="small muted">{" · ".join(parts)}</div>' if parts else ""
+    return side + held_views.status_html(state)
 
 
 def _quote(text: str) -> str:

@@ -186,6 +186,116 @@ class Facts(Protocol):
         ...
 
 
+class HeldReason(enum.StrEnum):
+    """Reasons only a held connection has (probe/probers/held.py); its other failures
+    carry the FailureReason the fresh cycle would give."""
+
+    IDLE_DROPPED = "idle_dropped"
+    """A call on a connection gRPC thought usable failed (timed out, or the connection
+    died under it) while a fresh connection worked: something on the path dropped the
+    idle flow (a load balancer's idle timeout, a NAT or conntrack table)."""
+    GOAWAY = "goaway"
+    """The server (or a proxy) sent HTTP/2 GOAWAY, e.g. `too_many_pings`."""
+    RECONNECTING = "reconnecting"
+    """gRPC was still reconnecting (or waiting out its backoff) while a fresh connection
+    worked."""
+
+
+HELD_REASONS: tuple[str, ...] = (*(r.value for r in HeldReason), *(r.value for r in FailureReason))
+"""Every reason a held connection's call may fail with: the label values of
+`milvus_probe_held_failures_total`."""
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """The held channel entered `state` (IDLE, CONNECTING, READY, TRANSIENT_FAILURE,
+    SHUTDOWN) at Unix time `at`."""
+
+    at: float
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeldView:
+    """One call of the probe RPC on a target's held connection: a channel opened once and
+    kept, configured as pymilvus configures its own (probe/probers/held.py)."""
+
+    started_at: float
+    """Unix time the call started."""
+    duration: float
+    success: bool
+    reason: str | None = None
+    """One of HELD_REASONS; None on success."""
+    error: str = ""
+    state_before: str = ""
+    """The channel's state when the call started."""
+    state_after: str = ""
+    idle: float = 0.0
+    """Seconds since the previous call on the channel ended (since it opened, at first)."""
+    opened_at: float = 0.0
+    """Unix time the channel was opened (it is never reopened while the target lasts)."""
+    connection_age: float | None = None
+    """Seconds the current connection has been READY; None when it is not."""
+    reconnects: int = 0
+    """Times the channel became READY again after its first READY, since it opened."""
+    state_counts: tuple[tuple[str, int], ...] = ()
+    """Times the channel entered each state since it opened."""
+    changes: tuple[StateChange, ...] = ()
+    """The channel's last state changes, oldest first."""
+    unusable_for: float | None = None
+    """On the success that ended an outage: seconds from the start of the first failed
+    call to the end of this one."""
+    failing_for: float | None = None
+    """While failing: seconds since the start of the first failed call."""
+
+    def summary(self) -> str:
+        """`ok in 1.2 ms on a connection up 5m3s (0 reconnects)`, or what failed, in one line."""
+        if self.success:
+            age = f" on a connection up {_span(self.connection_age)}" if self.connection_age else ""
+            back = f", usable again after {_span(self.unusable_for)}" if self.unusable_for else ""
+            return f"ok in {self.duration * 1000:.1f} ms{age} ({self.reconnects} reconnects){back}"
+        since = f" for {_span(self.failing_for)}" if self.failing_for else ""
+        return (
+            f"FAILED {self.reason}{since} (channel {self.state_before} → {self.state_after}, "
+            f"{_span(self.idle)} idle): {self.error}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "success": self.success,
+            "reason": self.reason,
+            "error": self.error,
+            "duration_seconds": self.duration,
+            "state_before": self.state_before,
+            "state_after": self.state_after,
+            "idle_seconds": self.idle,
+            "opened_at": self.opened_at,
+            "connection_age_seconds": self.connection_age,
+            "reconnects": self.reconnects,
+            "unusable_seconds": self.unusable_for,
+            "failing_seconds": self.failing_for,
+            "state_changes": [{"at": c.at, "state": c.state} for c in self.changes],
+        }
+
+
+def _span(seconds: float | None) -> str:
+    """`850 ms`, `12.3 s`, `5m3s`, `2h04m`."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60)}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+SideView = ManagementView | TlsView | HeldView
+"""What a check beside the cycles hands the hub (`publish_view`)."""
+
+
 _IDS = random.Random()
 """Our own generator: drawing from the `random` module's would move its state under
 whoever else uses it (Hypothesis notices)."""
@@ -244,6 +354,8 @@ class ProbeResult:
     visibility: float | None = None
     """Seconds from the canary's acknowledged write until a strong read saw it; None when
     the cycle wrote nothing (or never saw its write)."""
+    held: HeldView | None = None
+    """The target's held connection, called beside this cycle (`/probe`, `check`)."""
     trace_id: str = field(default_factory=new_trace_id)
     """Names this cycle: `/probe?trace=ID` while it is in history, exemplars on /metrics."""
 
@@ -287,6 +399,8 @@ class ProbeResult:
             body["management"] = management_dict(self.management)
         if self.tls is not None:
             body["tls"] = tls_dict(self.tls)
+        if self.held is not None:
+            body["held"] = self.held.to_dict()
         return body
 
 

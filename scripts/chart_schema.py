@@ -16,7 +16,7 @@ PROM_DUR = {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h|d|w|y))+$"}
 special = {
     "image.pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
     "probe.rpc": {"enum": ["check_health", "get_version"]},
-    "readiness.policy": {"enum": ["self", "any", "all"]},
+    "readiness.policy": {"enum": ["self", "any", "all", "any-held", "all-held"]},
     "logging.level": {"enum": ["debug", "info", "warn", "error"]},
     "logging.format": {"enum": ["text", "json"]},
     "service.type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
@@ -28,6 +28,7 @@ special = {
     "podMonitor.interval": PROM_DUR,
     "podMonitor.scrapeTimeout": PROM_DUR,
     "prometheusRule.failingFor": PROM_DUR,
+    "prometheusRule.heldFailingFor": PROM_DUR,
     "prometheusRule.absentFor": PROM_DUR,
     "containerPort": {"minimum": 1, "maximum": 65535},
     "service.port": {"minimum": 1, "maximum": 65535},
@@ -104,6 +105,11 @@ target_item = {
         },
         "management_interval": dict(DUR, description="Least time between management checks"),
         "tls_inspect_interval": dict(DUR, description="Least time between TLS inspections"),
+        "held": {
+            "type": "boolean",
+            "description": "Also keep one long-lived connection, as pymilvus keeps its own, "
+            "and call it every cycle (README: Held connections)",
+        },
         "canary": {
             "description": "The data-plane canary (README: The data-plane canary): true for "
             "every default, or its settings",
@@ -143,7 +149,7 @@ target_item = {
 
 TEMPLATE_KEYS = ("db_name", "user", "secure", "server_name", "interval", "timeout", "rpc",
                  "connect_interval", "token_file", "password_file", "protocol", "rest_api",
-                 "tls_inspect_interval", "canary")
+                 "tls_inspect_interval", "canary", "held")
 
 
 def node(path, value):

@@ -7,6 +7,9 @@ jitter), a held-back answer, a slow drip of the answer, a reset in the middle of
 a connection accepted and never answered, an RPC that is never answered; it can stop
 listening (connections are refused) and listen again on the same port, and it can flap:
 K good connections, K faulty ones, and so on. It counts what it accepted and closed.
+It can also forget the flows it relays (`drop_established`: what a load balancer's idle
+timeout or a full conntrack table does — nothing is relayed on them any more, and nothing
+is closed) and send new connections to another server (`move`).
 
 The fault in force when a connection is *accepted* governs that whole connection (the
 probe opens a fresh connection every cycle, so a switch takes effect on the next cycle
@@ -191,6 +194,9 @@ class FaultProxy:
         self._fault_index = 0
         self._accepted = self._closed = self._resets = self._requests = 0
         self._live: dict[threading.Thread, tuple[socket.socket, ...]] = {}
+        self._dropped_below = 0
+        """Connections accepted before this index are black-holed (`drop_established`)."""
+        self._dropped = 0
         self._rng = random.Random(seed)
         self._stopped = False
         self._listener: socket.socket | None = _listen(0)
@@ -212,6 +218,23 @@ class FaultProxy:
         """Apply `fault` to every connection accepted from now on (flapping restarts)."""
         with self._lock:
             self._fault, self._fault_index = fault, 0
+
+    def drop_established(self) -> int:
+        """Black-hole every connection accepted so far, as a middlebox that forgot the flow
+        does: from now on nothing they send is relayed either way, and nothing is closed
+        (no FIN, no RST); connections accepted later are relayed as the fault says. How
+        many live connections were dropped."""
+        with self._lock:
+            self._dropped_below = self._accepted
+            live = len(self._live)
+            self._dropped += live
+            return live
+
+    def move(self, upstream: tuple[str, int]) -> None:
+        """Relay connections accepted from now on to `upstream` (the address moved);
+        established ones stay with the server they reached."""
+        with self._lock:
+            self.upstream = upstream
 
     def counts(self) -> ProxyCounts:
         with self._lock:
@@ -282,14 +305,21 @@ class FaultProxy:
                     return
                 fault = self._fault.for_connection(self._fault_index)
                 self._fault_index += 1
+                index = self._accepted
                 self._accepted += 1
+                upstream = self.upstream
                 thread = threading.Thread(
-                    target=self._serve, args=(client, fault), name="fault-proxy-conn", daemon=True
+                    target=self._serve,
+                    args=(client, fault, index, upstream),
+                    name="fault-proxy-conn",
+                    daemon=True,
                 )
                 self._live[thread] = (client,)
             thread.start()
 
-    def _serve(self, client: socket.socket, fault: Fault) -> None:
+    def _serve(
+        self, client: socket.socket, fault: Fault, index: int, to: tuple[str, int]
+    ) -> None:
         me = threading.current_thread()
         upstream: socket.socket | None = None
         try:
@@ -299,7 +329,7 @@ class FaultProxy:
                         pass  # never answer; end when the client gives up
                 return
             try:
-                upstream = socket.create_connection(self.upstream, timeout=5)
+                upstream = socket.create_connection(to, timeout=5)
             except OSError:
                 return
             upstream.settimeout(None)
@@ -309,7 +339,7 @@ class FaultProxy:
                 self._live[me] = (client, upstream)
                 stopped = self._stopped
             if not stopped:
-                self._relay(client, upstream, fault)
+                self._relay(client, upstream, fault, index)
         finally:
             with contextlib.suppress(OSError):
                 client.close()
@@ -327,7 +357,9 @@ class FaultProxy:
         with self._lock:
             return base + self._rng.uniform(0, jitter)
 
-    def _relay(self, client: socket.socket, upstream: socket.socket, fault: Fault) -> None:
+    def _relay(
+        self, client: socket.socket, upstream: socket.socket, fault: Fault, index: int
+    ) -> None:
         watch = _RequestWatch()
         request_at: float | None = None
         stalled = False
@@ -337,6 +369,10 @@ class FaultProxy:
         client_eof = server_eof = False
         client_shut = server_shut = False
         while True:
+            dropped = index < self._dropped_below  # an int read: atomic under the GIL
+            if dropped:
+                to_client.clear()
+                to_server.clear()
             now = time.monotonic()
             for queue, dst in ((to_client, client), (to_server, upstream)):
                 while queue and queue[0][0] <= now:
@@ -348,7 +384,7 @@ class FaultProxy:
                 server_shut = True
                 with contextlib.suppress(OSError):
                     upstream.shutdown(socket.SHUT_WR)
-            if server_eof and not stalled and not to_client and not client_shut:
+            if server_eof and not stalled and not dropped and not to_client and not client_shut:
                 client_shut = True
                 with contextlib.suppress(OSError):
                     client.shutdown(socket.SHUT_WR)
@@ -370,6 +406,8 @@ class FaultProxy:
                 except OSError:
                     return  # reset by a peer (or by stop()): tear down
                 now = time.monotonic()
+                if data and index < self._dropped_below:
+                    continue  # a forgotten flow: what arrives goes nowhere
                 if sock is client:
                     if not data:
                         client_eof = True

@@ -39,7 +39,7 @@ from kit.wait import wait_until as wait_until
 from probe.config import Sources, load
 from probe.milvus import wire_pb2 as wire
 from probe.probers import Probers
-from probe.result import ManagementView, ProbeResult, TlsView
+from probe.result import ProbeResult, SideView
 from probe.targets import Target
 
 SERVICE = "milvus.proto.milvus.MilvusService"
@@ -56,10 +56,10 @@ def target(**fields: Any) -> Target:
 
 def side_views(
     probers: Probers, t: Target, result: ProbeResult, timeout: float = 10.0
-) -> list[ManagementView | TlsView]:
+) -> list[SideView]:
     """Start the side checks due after a scheduled cycle's `result`, as the daemon does,
     and wait for the views they bring (each check delivers one)."""
-    views: queue.Queue[ManagementView | TlsView] = queue.Queue()
+    views: queue.Queue[SideView] = queue.Queue()
     started = probers.beside(t, result, views.put)
     return [views.get(timeout=timeout) for _ in range(started)]
 

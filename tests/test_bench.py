@@ -103,9 +103,16 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
             assert_numeric(scrape[mode], "median", "p99")
     assert_numeric(results["profiling"], "cpu_share_off", "cpu_share_on", "overhead_share_of_core")
     assert_history(results["history"])
+    held = results["held"]
+    for kind in ("fresh", "held"):
+        assert held[kind]["failed"] == 0
+        assert_numeric(held[kind]["cpu_seconds"], "median", "p99")
+    assert_numeric(held, "cpu_held_over_fresh", "latency_held_over_fresh")
+    # One fresh connection per cycle (warm-up included) and the one held connection.
+    assert held["connections_opened"] == held["cycles"] + 5 + 2
 
     # Every goal has a measurement, a verdict and its ratio to the threshold.
-    assert len(results["goals"]) == 9
+    assert len(results["goals"]) == 10
     for goal in results["goals"]:
         assert_numeric(goal, "measured", "threshold", "measured_over_threshold")
         assert isinstance(goal["met"], bool)

@@ -645,3 +645,49 @@ def _gaps(lines: list[str]) -> list[float]:
         for line in lines
     ]
     return [round(b - a, 3) for a, b in zip(stamps, stamps[1:], strict=False)]
+
+
+# --------------------------------------------------------------------------- held connection
+
+HELD_INTERVAL = 12.0
+"""Longer than pymilvus's keepalive time (10 s): between two calls the held channel is idle
+and gRPC sends keepalive pings on it, as it does for an application's idle client."""
+
+
+def test_held_connection_quiet_run_no_goaway(plain: Server) -> None:
+    """A held connection (pymilvus 3.0.2's keepalive: a ping every 10 s, even without
+    calls) against the real 2.3.5 standalone, whose proxy permits one ping per 5 s: over
+    four keepalive intervals the channel stays on its first connection (never a GOAWAY,
+    which would send it back to IDLE and reconnect) and every held call succeeds."""
+    alias = "kept"
+    with plain.daemon(
+        "held",
+        "--uri", plain.address,
+        "--alias", alias,
+        "--held",
+        "--probe.interval", f"{HELD_INTERVAL:g}s",
+        "--probe.timeout", "5s",
+    ) as d:  # fmt: skip
+        def held_calls() -> float:
+            return d.scrape().value("milvus_probe_held_duration_seconds_count", alias=alias) or 0
+
+        wait_until(lambda: held_calls() >= 1, 20, "the first held call")
+        opened = time.monotonic()
+        wait_until(lambda: held_calls() >= 4, 4 * HELD_INTERVAL + 10, "four held calls")
+        quiet = time.monotonic() - opened
+        m = d.scrape()
+        assert m.one("milvus_probe_held_success", alias=alias) == 1
+        failures = {
+            s.labels["reason"]: s.value
+            for s in m.find("milvus_probe_held_failures_total", alias=alias)
+            if s.value
+        }
+        assert failures == {}, failures
+        assert m.one("milvus_probe_held_reconnects_total", alias=alias) == 0
+        assert m.one("milvus_probe_held_state_changes_total", alias=alias, state="READY") == 1
+        assert m.one("milvus_probe_held_state_changes_total", alias=alias, state="IDLE") == 1
+        age = m.one("milvus_probe_held_connection_age_seconds", alias=alias)
+        assert age >= quiet - 1, (age, quiet)
+        # The fresh cycles beside it are untouched: one connection each, plus the held one.
+        assert m.one("milvus_probe_open_connections", alias=alias) >= 1
+        print(f"\nquiet run: {quiet:.0f}s on one held connection (age {age:.0f}s), no GOAWAY")

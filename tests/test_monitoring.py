@@ -55,6 +55,7 @@ ALERT_NAMES = [
     "MilvusServerVersionChanged",
     "MilvusProbeHealthyButUnreachable",
     "MilvusProbeReachableButUnhealthy",
+    "MilvusProbeHeldConnectionFailing",
     "MilvusProbeCertificateExpiresSoon",
     "MilvusProbeCertificateExpiresVerySoon",
     "MilvusProbeErrorBudgetFastBurn",

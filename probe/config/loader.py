@@ -249,6 +249,7 @@ def describe(config: Config) -> list[str]:
             + (f"protocol=rest api={t.rest_api}" if t.protocol == "rest" else f"rpc={t.rpc}")
             + (f" management={t.management.uri}" if t.management else "")
             + (_describe_canary(t) if t.canary else "")
+            + (" held=on" if t.held else "")
         )
     return lines
 

@@ -409,6 +409,12 @@ CONNECTION_OPTIONS: tuple[ConnectionOption, ...] = (
         "least time between two management checks (default: every cycle)",
     ),
     ConnectionOption(
+        "held",
+        "also keep one long-lived connection, configured as pymilvus configures its own, "
+        "and call the probe RPC on it every cycle (one more connection for the target's life)",
+        is_flag=True,
+    ),
+    ConnectionOption(
         "tls_inspect_interval",
         "least time between two certificate inspections of a gRPC TLS target (default 1h; "
         "REST targets read theirs every cycle)",

@@ -36,6 +36,17 @@ class ReadinessPolicy(enum.StrEnum):
     """Ready while at least one target passes."""
     ALL = "all"
     """Ready while every target passes."""
+    ANY_HELD = "any-held"
+    """As any, and a target with a held connection passes only while its last held call
+    succeeded too."""
+    ALL_HELD = "all-held"
+    """As all, and a target with a held connection passes only while its last held call
+    succeeded too."""
+
+    @property
+    def counts_held(self) -> bool:
+        """Whether held connections decide readiness."""
+        return self in (ReadinessPolicy.ANY_HELD, ReadinessPolicy.ALL_HELD)
 
 
 class LogFormat(enum.StrEnum):

@@ -304,6 +304,9 @@ def validate_target(
         get("tls_inspect_interval", parse_duration) or DEFAULT_TLS_INSPECT_INTERVAL
     )
     canary = _canary(raw.get("canary"), where, issues)
+    held = bool(get("held", parse_bool))
+    if held and protocol != "grpc":
+        issues.add(f"{where}.held", "only gRPC targets have a held connection; set protocol: grpc")
     if len(issues.items) > before:
         return None
     return Target(
@@ -324,6 +327,7 @@ def validate_target(
         management_interval=management_interval,
         tls_inspect_interval=tls_inspect_interval,
         canary=canary,
+        held=held,
     )
 
 

@@ -116,6 +116,10 @@ class ChannelFactory:
         with self._lock:
             self._credentials.pop(target, None)
 
+    def credentials(self, target: Target) -> grpc.ChannelCredentials:
+        """The target's TLS credentials (files re-read when they change; OSError names one)."""
+        return self._tls_credentials(target)
+
     def new_channel(self, target: Target, grpc_target: str) -> grpc.Channel:
         options = channel_options(target)
         if target.secure:

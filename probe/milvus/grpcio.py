@@ -40,7 +40,7 @@ def check() -> None:
     missing: list[str] = []
     try:
         states = _cygrpc().ConnectivityState
-        for name in ("ready", "transient_failure", "shutdown"):
+        for name in ("idle", "connecting", "ready", "transient_failure", "shutdown"):
             if not hasattr(states, name):
                 missing.append(f"grpc._cython.cygrpc.ConnectivityState.{name}")
     except (ImportError, AttributeError):
@@ -71,6 +71,18 @@ def connectivity_states() -> tuple[Any, Any, Any]:
     """The core's (ready, transient_failure, shutdown) connectivity states."""
     states = _cygrpc().ConnectivityState
     return states.ready, states.transient_failure, states.shutdown
+
+
+def state_names() -> dict[Any, str]:
+    """The core's connectivity states → grpc.ChannelConnectivity names (READY, IDLE, ...)."""
+    states = _cygrpc().ConnectivityState
+    return {
+        states.idle: "IDLE",
+        states.connecting: "CONNECTING",
+        states.ready: "READY",
+        states.transient_failure: "TRANSIENT_FAILURE",
+        states.shutdown: "SHUTDOWN",
+    }
 
 
 def check_state(channel: grpc.Channel, try_to_connect: bool) -> Any:

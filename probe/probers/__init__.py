@@ -10,6 +10,7 @@ imported only when a target uses it.
     rest.py        the RESTful API: resolve → connect → request (list collections) → close
     management.py  beside either: Milvus's own /healthz on its management port
     tls.py         beside gRPC: the certificates the server presents (own handshake)
+    held.py        beside gRPC: the target's held connection, kept as pymilvus keeps one
     http.py        the bounded HTTP/1.1 client rest.py and management.py share
     reasons.py     how answers and errors become FailureReasons (shared by every kind)
     ledger.py      every connection opened and closed, per target
@@ -30,11 +31,20 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from probe import logs
 from probe.probers.ledger import ConnectionLedger
-from probe.result import Dial, FailureReason, ManagementView, ProbeResult, TlsView
+from probe.result import (
+    Dial,
+    FailureReason,
+    HeldView,
+    ManagementView,
+    ProbeResult,
+    SideView,
+    TlsView,
+)
 from probe.targets import Target
 
 if TYPE_CHECKING:
     from probe.probers.canary import CanarySetups
+    from probe.probers.held import HeldConnections
     from probe.probers.management import ManagementCheck
     from probe.probers.tls import TlsInspector
 
@@ -161,7 +171,8 @@ ON_DEMAND_SLOTS = 2
 
 class Probers:
     """Every kind's prober (made on first use), sharing connection slots and one ledger,
-    and the checks beside a cycle: Milvus's management port and TLS certificates.
+    and the checks beside a cycle: Milvus's management port, TLS certificates and held
+    connections.
 
     At most `max_concurrent` scheduled cycles run at once across all kinds, each holding
     a connection, and beside them at most ON_DEMAND_SLOTS cycles asked for on demand:
@@ -193,6 +204,10 @@ class Probers:
         self._management: ManagementCheck | None = None
         self._tls: TlsInspector | None = None
         self._side_pool: ThreadPoolExecutor | None = None
+        self._held: HeldConnections | None = None
+        self._held_pool: ThreadPoolExecutor | None = None
+        """Held connections' calls wait out a cycle's timeout when a flow is dropped: a
+        pool of their own keeps them from delaying the management and TLS checks."""
         self._side_running: set[tuple[str, str, str]] = set()
         """(alias, address, check) of side checks queued or running: one at a time each."""
 
@@ -206,6 +221,16 @@ class Probers:
                 self._management = ManagementCheck(self.ledger)
                 self._tls = TlsInspector(self.ledger)
             return self._management, self._tls
+
+    @property
+    def held(self) -> HeldConnections:
+        """The held connections of targets with `held: true` (built on first use)."""
+        with self._lock:
+            if self._held is None:
+                from probe.probers.held import HeldConnections
+
+                self._held = HeldConnections(self.ledger)
+            return self._held
 
     def of(self, protocol: str) -> Prober:
         with self._lock:
@@ -244,15 +269,20 @@ class Probers:
             slots.release()
         if info not in (InfoMode.VERSION, InfoMode.FULL):
             return result
-        management = tls = None
+        management = tls = held = None
         if target.management is not None:
             management = self._management_view(target)
         if target.secure and result.tls is None:
             tls = self._tls_view(target)
-        if management is None and tls is None:
+        if target.held:
+            held = self._held_view(target, result)
+        if management is None and tls is None and held is None:
             return result
         return dataclasses.replace(
-            result, management=management or result.management, tls=tls or result.tls
+            result,
+            management=management or result.management,
+            tls=tls or result.tls,
+            held=held,
         )
 
     def _cycle(self, target: Target, info: InfoMode) -> ProbeResult:
@@ -279,15 +309,20 @@ class Probers:
         self,
         target: Target,
         result: ProbeResult,
-        on_view: Callable[[ManagementView | TlsView], object],
+        on_view: Callable[[SideView], object],
     ) -> int:
         """Start the side checks due for `target` after a scheduled cycle: on their own
         threads and budgets, one at a time per target; `on_view(view)` when one ends.
-        How many it started."""
-        if target.management is None and not target.secure:
-            return 0
-        management, inspector = self._beside()
+        The held connection's call, for a target with one, is one of them (on a pool of
+        its own). How many it started."""
         started = 0
+        if target.held:
+            started += self._submit(
+                target, "held", lambda: self._held_view(target, result), on_view, held=True
+            )
+        if target.management is None and not target.secure:
+            return started
+        management, inspector = self._beside()
         if target.management is not None and management.due(target):
             started += self._submit(
                 target, "management", lambda: self._management_view(target), on_view
@@ -300,17 +335,26 @@ class Probers:
         self,
         target: Target,
         check: str,
-        run: Callable[[], ManagementView | TlsView | None],
-        on_view: Callable[[ManagementView | TlsView], object],
+        run: Callable[[], SideView | None],
+        on_view: Callable[[SideView], object],
+        *,
+        held: bool = False,
     ) -> bool:
         key = (target.alias, target.address, check)
         with self._lock:
             if key in self._side_running:
                 return False
             self._side_running.add(key)
-            if self._side_pool is None:
-                self._side_pool = ThreadPoolExecutor(SIDE_WORKERS, thread_name_prefix="side")
-            pool = self._side_pool
+            if held:
+                if self._held_pool is None:
+                    self._held_pool = ThreadPoolExecutor(
+                        self.max_concurrent, thread_name_prefix="held"
+                    )
+                pool = self._held_pool
+            else:
+                if self._side_pool is None:
+                    self._side_pool = ThreadPoolExecutor(SIDE_WORKERS, thread_name_prefix="side")
+                pool = self._side_pool
 
         def job() -> None:
             try:
@@ -346,6 +390,20 @@ class Probers:
                 error=error,
             )
 
+    def _held_view(self, target: Target, fresh: ProbeResult | None) -> HeldView:
+        started_at, start = time.time(), time.perf_counter()
+        try:
+            return self.held.check(target, fresh)
+        except Exception as exc:
+            error = self._internal_error("held", target, exc)
+            return HeldView(
+                started_at=started_at,
+                duration=time.perf_counter() - start,
+                success=False,
+                reason=FailureReason.PROBE_ERROR.value,
+                error=error,
+            )
+
     def _tls_view(self, target: Target) -> TlsView | None:
         _, inspector = self._beside()
         try:
@@ -366,16 +424,25 @@ class Probers:
         return f"the probe itself failed in its {where} ({error}); see the daemon's log"
 
     def close(self) -> None:
-        """Stop starting side checks (shutdown); those running end by their own deadline."""
+        """Stop starting side checks (shutdown); those running end by their own deadline.
+        Held connections are closed."""
         with self._lock:
-            pool, self._side_pool = self._side_pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pools = (self._side_pool, self._held_pool)
+            self._side_pool = self._held_pool = None
+            held = self._held
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        if held is not None:
+            held.close()
 
     def forget(self, target: Target) -> None:
         with self._lock:
             prober = self._probers.get(target.protocol)
             beside = (self._management, self._tls)
+            held = self._held
+        if held is not None:
+            held.forget(target)
         if prober is not None:
             prober.forget(target)
         for check in beside:

@@ -130,6 +130,9 @@ class Target:
     """Least seconds between two certificate inspections of a gRPC TLS target."""
     canary: Canary | None = None
     """The data-plane canary, when the target opts in (None: the probe RPC alone)."""
+    held: bool = False
+    """Also keep one long-lived connection and call the probe RPC on it every cycle
+    (probe/probers/held.py), beside the fresh one (default false)."""
     generation: int = field(default=0, compare=False)
     """Stamped by the hub when the target enters its table; a result carrying an older
     generation than the table's belongs to a target that was removed or replaced."""
@@ -145,7 +148,7 @@ class Target:
         """What names the target's series: a change here is a new target (new series)."""
         management = self.management.uri if self.management else ""
         canary = self.canary.shape if self.canary else ""
-        return (*self.series_labels, self.rpc.value, management, canary)
+        return (*self.series_labels, self.rpc.value, management, canary, "held" * self.held)
 
     @property
     def address(self) -> str:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from probe import pages
+from probe import held_views, pages
 from probe.config import Config
 from probe.health import Check, Health
 from probe.history import Cycles, History
@@ -108,7 +108,9 @@ class DaemonApi:
         return [e for e in self._events_recorder.recent() if e["alias"] == alias]
 
     def targets_api(self) -> list[dict[str, Any]]:
-        return pages.targets_json(self._history.summaries())
+        rows = pages.targets_json(self._history.summaries())
+        held_views.add_to_targets(rows, self._health.states())
+        return rows
 
     def history_api(self, alias: str, window: str | None = None) -> dict[str, Any] | None:
         """One target's rows over `window`, or None for an unknown alias."""
