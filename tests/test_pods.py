@@ -68,11 +68,27 @@ ELSEWHERE = {
 }
 
 
+NOT_PLAYED_YET = {
+    "web-config-values.yaml": (
+        "tests/test_web_security.py",
+        "test_the_charts_web_config_serves_kubelet_and_prometheus",
+        "its pod serves HTTPS with client certificates, which the in-namespace agent does "
+        "not speak yet: the daemon runs with the Secret and the flags this chart renders "
+        "(every mode), asked as kubelet and as Prometheus ask",
+    ),
+}
+"""Values files whose workload could play here but is covered, for now, by the named test."""
+
+
 def test_every_ci_values_file_is_played_or_says_where_it_is_covered(helm) -> None:  # type: ignore[no-untyped-def]
+    root = Path(__file__).resolve().parent.parent
     for values in CI_VALUES:
         docs = render(helm, "-f", str(values))
         if values.name in PLAYED:
             assert workloads(docs) and not needs_api(docs), values.name
+        elif values.name in NOT_PLAYED_YET:
+            path, test, _ = NOT_PLAYED_YET[values.name]
+            assert f"def {test}(" in (root / path).read_text(), f"{values.name}: {test}?"
         else:
             assert values.name in ELSEWHERE, f"{values.name}: play it or say where it is covered"
             assert not workloads(docs) or needs_api(docs), values.name
