@@ -393,7 +393,9 @@ def _scrape_rows(section: dict[str, Any], single: Any) -> None:
         single(
             "",
             f"  {c['scrapers']} concurrent p50 / p99",
-            f"{ms(c['median'])} / {lower}{ms(c['p99'])} ({c['completed']}/{c['requests']} done)",
+            f"{ms(c['median'])} / {lower}{ms(c['p99'])} ({c['completed']}/{c['requests']} done"
+            + (f"; the rest: {', '.join(c['errors'])}" if c["errors"] else "")
+            + ")",
         )
         single(
             "",

@@ -80,7 +80,11 @@ def _concurrent(port: int, scrapers: int, each: int, budget: float) -> dict[str,
                 return
             try:
                 elapsed = scrape(port, remaining)[0]
-            except (OSError, http.client.HTTPException, RuntimeError) as exc:
+            except RuntimeError as exc:  # answered, not 200: 503 beyond the handler cap
+                with lock:
+                    errors.append(str(exc))
+                return
+            except (OSError, http.client.HTTPException) as exc:
                 with lock:
                     errors.append(type(exc).__name__)
                 return
