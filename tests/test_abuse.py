@@ -239,13 +239,15 @@ def test_a_full_house_is_503_and_kubelet_still_answered(tmp_path: Path,
     """More requests than `--web.max-requests` handlers: the rest get 503 at once.
 
     Eight GET /probe against a Milvus that accepts and never answers (the silent server,
-    a double: a real one can't be made to hang) hold handlers for the probe's timeout.
+    a double: a real one can't be made to hang) hold handlers for the probe's timeout
+    (5 s: wide enough that a scrape of ours lands inside the full house on a loaded host;
+    at 2 s one CI run's scrapes all fell outside it).
     With 4 handlers, four of the eight are refused at once with 503 and Retry-After; a
     scrape meanwhile too; kubelet's /healthz, /livez and /readyz are still answered
     within its 1 s timeout.
     """
     with serve_process(tmp_path, "--uri", f"127.0.0.1:{silent.port}", "--alias", "hung",
-                       "--probe.interval", "30s", "--probe.timeout", "2s",
+                       "--probe.interval", "30s", "--probe.timeout", "5s",
                        "--web.max-requests", "4") as (process, port):
         wait_until(lambda: attempts(port, "hung") >= 1, 10, "the first cycle")
         wait_until(lambda: connection_threads(port) == 0, 5, "no request in flight")
